@@ -1,0 +1,15 @@
+"""torch-stgen: spatio-temporal generative modelling with diffusion for PyTorch Geometric.
+
+Sub-packages:
+
+* :mod:`torch_stgen.data` - grids and road networks as PyG graphs, sparse patterns,
+  scalers, windowed datasets, urban knowledge graphs, readers and the synthetic city.
+* :mod:`torch_stgen.nn` - the public layers (``STPointAttention``, ``TimesBlock``,
+  ``GeometryMoEConv``), the U-Net denoiser, embeddings and conditioners.
+* :mod:`torch_stgen.diffusion` - schedules, DDPM / DDIM, EDM and ``MetaPatternDiffusion``.
+* :mod:`torch_stgen.kg` - TuckER pre-training with PyKEEN.
+* :mod:`torch_stgen.metrics` - MAE, RMSE, MMD, JSD, CRPS.
+"""
+__version__ = "0.1.0"
+
+from . import typing  # noqa: F401

@@ -1,0 +1,185 @@
+"""Containers for spatio-temporal series: a grid (city map) and a graph (sensor network).
+
+Both keep the raw values, the *observed* mask (1 = a real reading, 0 = missing; a missing
+value is stored as 0, never NaN) and the timestamps. They are what the readers and the
+synthetic city return, and what the windowed datasets consume.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["GridSeries", "GraphSeries"]
+
+
+def _nan_to_missing(data: torch.Tensor, mask: Optional[torch.Tensor]):
+    """Turn NaN/inf into missing values: value 0 and mask 0 (never a silent NaN)."""
+    finite = torch.isfinite(data)
+    mask = finite if mask is None else (mask.bool() & finite)
+    data = torch.where(mask, data, torch.zeros((), dtype=data.dtype))
+    return data, mask.to(data.dtype)
+
+
+@dataclass
+class GridSeries:
+    r"""A gridded spatio-temporal series (a sequence of city maps).
+
+    Attributes:
+        data: ``[T, C, H, W]`` float tensor (``C`` flow channels, e.g. in/out flow).
+        mask: ``[T, C, H, W]`` observed mask (1 observed, 0 missing). Built from the data's
+            finite entries when not given.
+        timestamps: ``(T,)`` ``numpy.datetime64[m]`` array, or ``None``.
+        ext: optional ``[T, F_ext]`` external covariates (weather, temperature, ...).
+        lat / lon: optional ``[H, W]`` cell-centre coordinates.
+        name: a short identifier used in tables.
+        meta: free-form extra information (e.g. the holiday flags, the source path).
+    """
+
+    data: torch.Tensor
+    mask: Optional[torch.Tensor] = None
+    timestamps: Optional[np.ndarray] = None
+    ext: Optional[torch.Tensor] = None
+    lat: Optional[torch.Tensor] = None
+    lon: Optional[torch.Tensor] = None
+    name: str = "grid"
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.data = torch.as_tensor(self.data, dtype=torch.float32)
+        if self.data.dim() != 4:
+            raise ValueError(f"GridSeries 'data' must have shape [T, C, H, W] "
+                             f"(got {tuple(self.data.shape)})")
+        if self.mask is not None:
+            self.mask = torch.as_tensor(self.mask)
+            if self.mask.shape != self.data.shape:
+                raise ValueError(f"GridSeries 'mask' must have the data's shape "
+                                 f"{tuple(self.data.shape)} (got {tuple(self.mask.shape)})")
+        self.data, self.mask = _nan_to_missing(self.data, self.mask)
+        if self.timestamps is not None:
+            self.timestamps = np.asarray(self.timestamps).astype("datetime64[m]")
+            if len(self.timestamps) != self.data.shape[0]:
+                raise ValueError(f"GridSeries 'timestamps' must have length T="
+                                 f"{self.data.shape[0]} (got {len(self.timestamps)})")
+        if self.ext is not None:
+            self.ext = torch.as_tensor(self.ext, dtype=torch.float32)
+            if self.ext.dim() != 2 or self.ext.shape[0] != self.data.shape[0]:
+                raise ValueError(f"GridSeries 'ext' must have shape [T={self.data.shape[0]}, "
+                                 f"F_ext] (got {tuple(self.ext.shape)})")
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def num_steps(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.data.shape[2]
+
+    @property
+    def width(self) -> int:
+        return self.data.shape[3]
+
+    def graph(self, connectivity: int = 4):
+        """The grid as a PyG ``Data`` (row-major nodes), see :func:`grid_graph`."""
+        from .grid import grid_graph
+        return grid_graph(self.height, self.width, connectivity=connectivity,
+                          lat=self.lat, lon=self.lon)
+
+    def __repr__(self) -> str:
+        span = ""
+        if self.timestamps is not None and len(self.timestamps):
+            span = f", {self.timestamps[0]} .. {self.timestamps[-1]}"
+        return f"GridSeries({self.name!r}, shape={self.shape}{span})"
+
+
+@dataclass
+class GraphSeries:
+    r"""A spatio-temporal series on the nodes of a graph (e.g. a sensor network).
+
+    Attributes:
+        data: ``[T, N, C]`` float tensor.
+        mask: ``[T, N, C]`` observed mask (1 observed, 0 missing).
+        lat / lon: ``[N]`` node coordinates (degrees) or ``None``.
+        adj: optional ``[N, N]`` weighted adjacency.
+        timestamps: ``(T,)`` ``numpy.datetime64[m]`` array, or ``None``.
+        node_ids: optional list of ``N`` external node identifiers (e.g. sensor ids).
+        ext: optional ``[T, F_ext]`` external covariates.
+        name: a short identifier used in tables.
+        meta: free-form extra information.
+    """
+
+    data: torch.Tensor
+    mask: Optional[torch.Tensor] = None
+    lat: Optional[torch.Tensor] = None
+    lon: Optional[torch.Tensor] = None
+    adj: Optional[torch.Tensor] = None
+    timestamps: Optional[np.ndarray] = None
+    node_ids: Optional[List[str]] = None
+    ext: Optional[torch.Tensor] = None
+    name: str = "graph"
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.data = torch.as_tensor(self.data, dtype=torch.float32)
+        if self.data.dim() == 2:
+            self.data = self.data.unsqueeze(-1)
+        if self.data.dim() != 3:
+            raise ValueError(f"GraphSeries 'data' must have shape [T, N] or [T, N, C] "
+                             f"(got {tuple(self.data.shape)})")
+        n = self.data.shape[1]
+        if self.mask is not None:
+            self.mask = torch.as_tensor(self.mask)
+            if self.mask.dim() == 2:
+                self.mask = self.mask.unsqueeze(-1)
+            if self.mask.shape != self.data.shape:
+                raise ValueError(f"GraphSeries 'mask' must have the data's shape "
+                                 f"{tuple(self.data.shape)} (got {tuple(self.mask.shape)})")
+        self.data, self.mask = _nan_to_missing(self.data, self.mask)
+        for name in ("lat", "lon"):
+            v = getattr(self, name)
+            if v is not None:
+                v = torch.as_tensor(v, dtype=torch.float64).reshape(-1)
+                if v.numel() != n:
+                    raise ValueError(f"GraphSeries '{name}' must have shape [N={n}] "
+                                     f"(got {v.numel()} values)")
+                setattr(self, name, v)
+        if self.adj is not None:
+            self.adj = torch.as_tensor(self.adj, dtype=torch.float32)
+            if tuple(self.adj.shape) != (n, n):
+                raise ValueError(f"GraphSeries 'adj' must have shape [N, N] = [{n}, {n}] "
+                                 f"(got {tuple(self.adj.shape)})")
+        if self.timestamps is not None:
+            self.timestamps = np.asarray(self.timestamps).astype("datetime64[m]")
+            if len(self.timestamps) != self.data.shape[0]:
+                raise ValueError(f"GraphSeries 'timestamps' must have length T="
+                                 f"{self.data.shape[0]} (got {len(self.timestamps)})")
+        if self.node_ids is not None and len(self.node_ids) != n:
+            raise ValueError(f"GraphSeries 'node_ids' must have N={n} entries "
+                             f"(got {len(self.node_ids)})")
+        if self.ext is not None:
+            self.ext = torch.as_tensor(self.ext, dtype=torch.float32)
+            if self.ext.dim() != 2 or self.ext.shape[0] != self.data.shape[0]:
+                raise ValueError(f"GraphSeries 'ext' must have shape [T={self.data.shape[0]}, "
+                                 f"F_ext] (got {tuple(self.ext.shape)})")
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def num_steps(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def num_nodes(self) -> int:
+        return self.data.shape[1]
+
+    def __repr__(self) -> str:
+        span = ""
+        if self.timestamps is not None and len(self.timestamps):
+            span = f", {self.timestamps[0]} .. {self.timestamps[-1]}"
+        return f"GraphSeries({self.name!r}, shape={self.shape}{span})"
