@@ -13,3 +13,4 @@ Sub-packages:
 __version__ = "0.1.0"
 
 from . import typing  # noqa: F401
+from . import metrics  # noqa: F401
