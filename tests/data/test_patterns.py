@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from torch_stgen.data.patterns import SparsePattern
+
+
+@pytest.mark.parametrize("kind", ["fixed", "random"])
+@pytest.mark.parametrize("ratio", [0.0, 0.2, 0.4, 0.8])
+def test_exact_missing_count(kind, ratio):
+    T, H, W = 5, 6, 7
+    mask = SparsePattern(kind, ratio, seed=3)(T, H, W)
+    assert mask.shape == (T, H, W) and mask.dtype == torch.float32
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    missing = (1 - mask).sum(dim=(1, 2))
+    assert missing.tolist() == [round(ratio * H * W)] * T
+
+
+def test_fixed_is_constant_random_changes():
+    fixed = SparsePattern("fixed", 0.4, seed=1)(6, 8, 8)
+    assert (fixed == fixed[0]).all()
+    rand = SparsePattern("random", 0.4, seed=1)(6, 8, 8)
+    assert not all(torch.equal(rand[0], rand[t]) for t in range(1, 6))
+
+
+def test_seeded_reproducible():
+    a = SparsePattern("random", 0.3, seed=7)(4, 5, 5)
+    b = SparsePattern("random", 0.3, seed=7)(4, 5, 5)
+    c = SparsePattern("random", 0.3, seed=8)(4, 5, 5)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    p = SparsePattern("fixed", 0.3, seed=7)
+    assert torch.equal(p(2, 5, 5), p(2, 5, 5))      # calls do not advance a global state
+
+
+def test_random_is_roughly_uniform_over_cells():
+    mask = SparsePattern("random", 0.5, seed=0)(400, 4, 4)
+    freq = (1 - mask).mean(dim=0)
+    assert torch.allclose(freq, torch.full_like(freq, 0.5), atol=0.1)
+
+
+def test_block_default_lower_right_quarter_and_custom():
+    mask = SparsePattern("block")(3, 8, 6)
+    assert (mask[:, 4:, 3:] == 0).all()
+    assert mask.sum().item() == 3 * (48 - 12)
+    custom = SparsePattern("block", block=(0, 2, 1, 3))(1, 4, 4)
+    assert custom[0].tolist() == [[1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
+    with pytest.raises(ValueError, match="'block'"):
+        SparsePattern("block", block=(0, 9, 0, 2))(1, 4, 4)
+
+
+def test_node_mask():
+    m = SparsePattern("random", 0.25, seed=2).node_mask(3, 20)
+    assert m.shape == (3, 20)
+    assert (1 - m).sum(dim=1).tolist() == [5.0, 5.0, 5.0]
+    f = SparsePattern("fixed", 0.25, seed=2).node_mask(3, 20)
+    assert (f == f[0]).all()
+    with pytest.raises(ValueError, match="node_mask"):
+        SparsePattern("block").node_mask(3, 20)
+
+
+def test_parse_and_name():
+    p = SparsePattern.parse("fixed:0.4", seed=5)
+    assert (p.kind, p.ratio, p.seed) == ("fixed", 0.4, 5)
+    assert p.name == "fixed:0.4"
+    assert SparsePattern.parse(p.name, seed=5)(2, 4, 4).equal(p(2, 4, 4))
+    assert SparsePattern.parse("block").kind == "block"
+    assert SparsePattern.parse("block:0,1,0,1").block == (0, 1, 0, 1)
+    assert repr(SparsePattern.parse("random:0.2")) == "SparsePattern(kind='random', ratio=0.2, seed=0)"
+    with pytest.raises(ValueError, match="'spec'"):
+        SparsePattern.parse("fixed:abc")
+    with pytest.raises(ValueError, match="'spec'"):
+        SparsePattern.parse("block:0.25")
+    with pytest.raises(ValueError, match="'spec'"):
+        SparsePattern.parse("holes:0.2")
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
+def test_bad_ratio(ratio):
+    with pytest.raises(ValueError, match=r"'ratio' must be in \[0, 1\)"):
+        SparsePattern("fixed", ratio)
+    with pytest.raises(ValueError, match="'ratio'"):
+        SparsePattern.parse(f"random:{ratio}")
+
+
+def test_bad_kind_and_sizes():
+    with pytest.raises(ValueError, match="'kind'"):
+        SparsePattern("holes")
+    with pytest.raises(ValueError, match="'H'"):
+        SparsePattern("fixed")(2, 0, 3)
