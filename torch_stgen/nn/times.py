@@ -126,7 +126,10 @@ class TimesBlock(nn.Module):
         \widehat{\mathbf{X}}^{i}_{1D} + \mathbf{X}^{l-1}_{1D} \qquad (4, 6)
 
     The periods are chosen from the **batch-averaged** spectrum (as in TimesNet), so samples
-    in one batch share them; the softmax weights stay per sample and differentiable.
+    in one batch share them; the softmax weights stay per sample and differentiable. As in
+    the paper the weights use the raw (unnormalised) FFT amplitudes, which grow with ``T`` and
+    with the signal scale, so for long, strongly periodic inputs the softmax is close to
+    one-hot (the strongest period dominates).
 
     Args:
         seq_len (int): series length ``T`` (inputs must have exactly this length).
