@@ -11,3 +11,4 @@ from .readers import (read_deepst_h5, read_dcrnn, read_urbanfm, read_npz,  # noq
                       write_npz)
 from .kg import (UrbanKG, UrbanRegions, kg_from_grid, kg_from_sensor_graph,  # noqa: F401
                  read_nyc_urban_kg)
+from .synthetic import SyntheticCity  # noqa: F401
