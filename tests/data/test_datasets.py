@@ -196,3 +196,31 @@ def test_daily_dataset():
         DailyDataset(s, weekdays=[7])
     with pytest.raises(ValueError, match="timestamps"):
         DailyDataset(GraphSeries(data))
+
+
+# ----------------------------------------------------------------- real data
+def test_bikenyc_windows(bikenyc_root):
+    from torch_stgen.data.readers import read_deepst_h5
+    g = read_deepst_h5(bikenyc_root)
+    tr = WindowDataset(g, history=6, horizon=1, delay=-1, split="train",
+                       pattern="random:0.4", scaler=StandardScaler())
+    assert len(tr) == 2196 - 6 + 1
+    item = tr[0]
+    assert item["x"].shape == (6, 128, 2) and item["time_x"].shape == (6, 5)
+    assert ((1 - item["mask"]).sum(dim=(1, 2)) == 2 * round(0.4 * 128)).all()
+    te = WindowDataset(g, history=6, horizon=1, delay=-1, split="test", scaler=tr.scaler)
+    assert len(te) == 1098 and int(te.starts[0]) + 5 == 3294
+
+
+def test_metr_la_days_and_spatial_split(metr_la_root):
+    from torch_stgen.data.readers import read_dcrnn
+    s = read_dcrnn(metr_la_root)
+    train, test = split_nodes_by_latitude(s.lat, test_frac=0.3)
+    assert len(test) == round(0.3 * 207) and len(train) == 207 - len(test)
+    assert s.lat[test].max() <= s.lat[train].min()
+    ds = DailyDataset(s, nodes=train, weekdays="weekday")
+    assert ds.steps_per_day == 288 and ds.freq_minutes == 5
+    # 2012-03-01 is a Thursday: Thu, Fri, Mon, Tue, Wed
+    assert ds.dates.astype(str).tolist() == ["2012-03-01", "2012-03-02", "2012-03-05",
+                                             "2012-03-06", "2012-03-07"]
+    assert len(ds) == 5 * len(train) and ds[0]["x"].shape == (288,)

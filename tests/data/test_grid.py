@@ -119,3 +119,10 @@ def test_upsample_nearest_and_distributional():
         upsample(xc, 2, torch.ones(5, 4, 4))
     with pytest.raises(ValueError, match=r"'shares' must have shape \[..., h\*N, w\*N\]"):
         upsample(xc, 2, torch.ones(5, 2, 2))
+
+
+def test_rank_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"'x' must have shape \[..., H, W\]"):
+        coarsen(torch.zeros(4), 2)
+    with pytest.raises(ValueError, match=r"'x' must have shape \[..., h, w\]"):
+        upsample(torch.zeros(4), 2)

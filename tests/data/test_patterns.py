@@ -65,7 +65,8 @@ def test_parse_and_name():
     assert SparsePattern.parse(p.name, seed=5)(2, 4, 4).equal(p(2, 4, 4))
     assert SparsePattern.parse("block").kind == "block"
     assert SparsePattern.parse("block:0,1,0,1").block == (0, 1, 0, 1)
-    assert repr(SparsePattern.parse("random:0.2")) == "SparsePattern(kind='random', ratio=0.2, seed=0)"
+    assert repr(SparsePattern.parse("random:0.2")) == \
+        "SparsePattern(kind='random', ratio=0.2, seed=0)"
     with pytest.raises(ValueError, match="'spec'"):
         SparsePattern.parse("fixed:abc")
     with pytest.raises(ValueError, match="'spec'"):

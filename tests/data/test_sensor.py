@@ -97,3 +97,17 @@ def test_sensor_graph_from_coordinates():
     pairs = set(map(tuple, data.edge_index.t().tolist()))
     # the three sensors about 1.1 km apart are linked, the far one (55 km) is not
     assert {(0, 1), (1, 0), (1, 2), (2, 1), (0, 2), (2, 0)} == pairs
+
+
+def test_metr_la_adjacency_graph(metr_la_root):
+    from torch_stgen.data.readers import read_dcrnn
+    s = read_dcrnn(metr_la_root)
+    with_loops = sensor_graph(adj=s.adj, lat=s.lat, lon=s.lon, self_loops=True)
+    assert with_loops.num_edges == 1722 and with_loops.num_nodes == 207
+    no_loops = sensor_graph(adj=s.adj, lat=s.lat, lon=s.lon)
+    n_diag = int((s.adj.diagonal() != 0).sum())
+    assert no_loops.num_edges == 1722 - n_diag
+    assert no_loops.edge_weight.min() >= 0.1 - 1e-6          # DCRNN threshold kappa = 0.1
+    d = haversine_distances(s.lat, s.lon)
+    # linked sensors are close on the map: all within the LA network's extent
+    assert d[no_loops.edge_index[0], no_loops.edge_index[1]].max() < 30
