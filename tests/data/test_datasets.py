@@ -224,3 +224,19 @@ def test_metr_la_days_and_spatial_split(metr_la_root):
     assert ds.dates.astype(str).tolist() == ["2012-03-01", "2012-03-02", "2012-03-05",
                                              "2012-03-06", "2012-03-07"]
     assert len(ds) == 5 * len(train) and ds[0]["x"].shape == (288,)
+
+
+def test_window_graph_and_repr_and_daily_on_grid():
+    g = _grid(T=48, C=1, H=2, W=3)
+    ds = WindowDataset(g, history=4, split="train")
+    data = ds.graph(connectivity=4)
+    assert data.num_nodes == 6 and data.edge_index.shape[1] == 2 * (2 * 6 - 2 - 3)
+    assert repr(ds) == ("WindowDataset('grid', split='train', history=4, horizon=1, "
+                        "delay=0, windows=21)")
+    roads = GraphSeries(torch.rand(10, 3), adj=torch.tensor([[0., 1, 0], [1, 0, 0],
+                                                              [0, 0, 0]]))
+    assert WindowDataset(roads, history=2).graph().edge_index.tolist() == [[0, 1], [1, 0]]
+    days = DailyDataset(g)
+    assert days.values.shape == (2, 6, 24)
+    # cell (row 1, col 2) = node 5 of day 1, hour 3 is map value of step 27
+    assert days.values[1, 5, 3] == g.data[27, 0, 1, 2]

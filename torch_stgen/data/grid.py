@@ -7,7 +7,7 @@ A grid of ``H x W`` cells is a graph of ``N = H * W`` nodes in **row-major** ord
 
 Coarse and fine maps are tied by the *structural constraint* of fine-grained flow inference
 (UrbanFM, Liang et al., KDD 2019, https://arxiv.org/abs/1902.05377; DiffRecon, Sun et al.,
-https://arxiv.org/abs/2410.05323, §III): a coarse cell holds the **sum** of the
+https://arxiv.org/abs/2410.05323, problem definition): a coarse cell holds the **sum** of the
 ``N x N`` fine cells it covers,
 
 .. math::
@@ -245,8 +245,9 @@ def upsample(x: Tensor, factor: int, shares: Optional[Tensor] = None,
     Without ``shares``: nearest-neighbour repeat, every fine cell takes its coarse cell's
     value (:math:`x^f_{Ni+a, Nj+b} = x^c_{i,j}`; this does **not** keep the mass).
 
-    With ``shares``: UrbanFM's distributional upsampling (Liang et al., KDD 2019, §4,
-    "N^2-Normalization"), each coarse value is split over its ``N x N`` fine cells,
+    With ``shares``: UrbanFM's distributional upsampling (Liang et al., KDD 2019,
+    https://arxiv.org/abs/1902.05377, the :math:`N^2`-Normalization layer), each coarse
+    value is split over its ``N x N`` fine cells,
 
     .. math::
         x^f_{Ni+a,\, Nj+b} = s_{Ni+a,\, Nj+b}\; x^c_{i,j}, \qquad
