@@ -232,7 +232,7 @@ def test_window_graph_and_repr_and_daily_on_grid():
     data = ds.graph(connectivity=4)
     assert data.num_nodes == 6 and data.edge_index.shape[1] == 2 * (2 * 6 - 2 - 3)
     assert repr(ds) == ("WindowDataset('grid', split='train', history=4, horizon=1, "
-                        "delay=0, windows=21)")
+                        "delay=0, windows=20)")   # 24 training steps - 5 + 1
     roads = GraphSeries(torch.rand(10, 3), adj=torch.tensor([[0., 1, 0], [1, 0, 0],
                                                               [0, 0, 0]]))
     assert WindowDataset(roads, history=2).graph().edge_index.tolist() == [[0, 1], [1, 0]]
