@@ -49,6 +49,7 @@ def test_lookups_and_node_entities():
     with pytest.raises(KeyError, match="cell_9"):
         kg.set_node_entities(["cell_0", "cell_9"])
     assert kg.set_node_entities(torch.tensor([4, 0])).tolist() == [4, 0]
+    assert kg.set_node_entities([3, 1]).tolist() == [3, 1]
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         kg.set_node_entities(torch.tensor([5]))
     with pytest.raises(KeyError, match="relation"):
@@ -202,6 +203,11 @@ def test_read_nyc_urban_kg(nyc_kg_root):
     locate = kg.relation2id["LocateAt"]
     tails = kg.triples[kg.triples[:, 1] == locate, 2]
     assert set(tails.tolist()) <= set(regions.entity.tolist())
+    # Cate1Of is stored POI -> category in kg.txt (heads are the POIs of LocateAt)
+    cate = kg.triples[kg.triples[:, 1] == kg.relation2id["Cate1Of"]]
+    pois = set(kg.triples[kg.triples[:, 1] == locate, 0].tolist())
+    assert set(cate[:, 0].tolist()) == pois
+    assert all(kg.entities[t].startswith("Cate1_") for t in set(cate[:, 2].tolist()))
 
 
 def test_read_nyc_urban_kg_missing_files(tmp_path):

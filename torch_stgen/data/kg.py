@@ -159,6 +159,11 @@ class UrbanKG:
         """
         if isinstance(nodes, str):
             raise TypeError("'nodes' must be a sequence of entity names or ids, not a str")
+        if not isinstance(nodes, (Tensor, np.ndarray)):
+            nodes = list(nodes)
+            if nodes and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+                             for n in nodes):
+                nodes = torch.tensor(nodes, dtype=torch.long)
         if isinstance(nodes, (Tensor, np.ndarray)) and not (
                 isinstance(nodes, np.ndarray) and nodes.dtype.kind in "USO"):
             ids = torch.as_tensor(nodes)

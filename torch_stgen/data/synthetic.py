@@ -217,6 +217,7 @@ class SyntheticCity:
         self._make_sensors()
         self._make_kg()
         self._make_roads()
+        self._collect_truth()
 
     # ------------------------------------------------------------------ pieces
     def _make_calendar(self, holidays):
@@ -284,7 +285,13 @@ class SyntheticCity:
     def _make_weather(self):
         """Temperature (°C) and rain episodes as functions of the minute since start."""
         rng = self._rng["weather"]
-        self._day_offset = rng.normal(0.0, 2.5, self.days + 2).cumsum() * 0.5
+        # day-to-day temperature anomaly: AR(1), mean-reverting (stationary sd ~2.5 °C)
+        shocks = rng.normal(0.0, 2.5 * math.sqrt(1 - 0.8 ** 2), self.days + 2)
+        offset = np.empty(self.days + 2)
+        offset[0] = rng.normal(0.0, 2.5)
+        for d in range(1, self.days + 2):
+            offset[d] = 0.8 * offset[d - 1] + shocks[d]
+        self._day_offset = offset
         self._temp_noise_phase = rng.uniform(0, 2 * np.pi)
         n_ep = int(rng.poisson(0.6 * self.days))
         starts = rng.uniform(0, self.days * 1440.0, n_ep)
@@ -454,6 +461,10 @@ class SyntheticCity:
             meta={"channels": ["speed"], "units": "mph", "ext_names": ["temperature", "rain"],
                   "holidays": self.holidays.copy(), "is_holiday": self.day_is_holiday[day],
                   "seed": self.seed})
+        self._speed_mean, self._free, self._incidents = speed_mean, free, inc
+        self._congestion = g
+
+    def _collect_truth(self):
         act = self.grid_activity
         self.ground_truth = {
             "category_names": list(self.category_names),
@@ -461,15 +472,15 @@ class SyntheticCity:
             "grid_intensity": torch.from_numpy(act.sum(1)),
             "grid_mean": torch.from_numpy(self._grid_mean),
             "road_weights": torch.from_numpy(self.road_weights),
-            "free_flow": torch.from_numpy(free),
+            "free_flow": torch.from_numpy(self._free),
             "road_class": ["highway" if c else "arterial" for c in self.road_class],
-            "speed_mean": torch.from_numpy(speed_mean),
+            "speed_mean": torch.from_numpy(self._speed_mean),
             "category_profiles": torch.from_numpy(self._grid_profiles),
-            "congestion_profiles": torch.from_numpy(g),
+            "congestion_profiles": torch.from_numpy(self._congestion),
             "poi_cell": torch.from_numpy(self.poi_cell),
             "poi_category": torch.from_numpy(self.poi_category.astype(np.int64)),
             "sensor_pois": torch.from_numpy(self.sensor_pois.astype(np.int64)),
-            "incidents": torch.from_numpy(inc),
+            "incidents": torch.from_numpy(self._incidents),
             "day_is_weekend": torch.from_numpy(self.day_is_weekend),
         }
 
