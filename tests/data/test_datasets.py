@@ -66,6 +66,7 @@ def test_time_features_cyclic_and_onehot():
     assert o.sum(dim=1).tolist() == [2.0, 2.0, 3.0]
     assert o[1, 18] == 1 and o[1, 24 + 5] == 1 and o[2, 0] == 1 and o[2, 24 + 6] == 1
     assert o[:, 31].tolist() == [0.0, 0.0, 1.0]
+    assert torch.equal(time_features(ts, holidays=[])[:, 4], torch.zeros(3))
     with pytest.raises(ValueError, match="'encoding'"):
         time_features(ts, encoding="fourier")
     with pytest.raises(ValueError, match=r"'holidays' flags must have shape \(T=3,\)"):

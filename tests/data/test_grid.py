@@ -126,3 +126,12 @@ def test_rank_errors_name_the_argument():
         coarsen(torch.zeros(4), 2)
     with pytest.raises(ValueError, match=r"'x' must have shape \[..., h, w\]"):
         upsample(torch.zeros(4), 2)
+
+
+def test_grid_series_graph_uses_grid_graph():
+    from torch_stgen.data.series import GridSeries
+    lat = torch.tensor([[2.0, 2.0], [1.0, 1.0]])
+    g = GridSeries(torch.zeros(3, 1, 2, 2), lat=lat, lon=lat.t())
+    data = g.graph(connectivity=8)
+    assert data.num_nodes == 4 and data.edge_index.shape[1] == 12
+    assert data.lat.tolist() == [2.0, 2.0, 1.0, 1.0]

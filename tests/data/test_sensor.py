@@ -111,3 +111,8 @@ def test_metr_la_adjacency_graph(metr_la_root):
     d = haversine_distances(s.lat, s.lon)
     # linked sensors are close on the map: all within the LA network's extent
     assert d[no_loops.edge_index[0], no_loops.edge_index[1]].max() < 30
+
+
+def test_threshold_range():
+    with pytest.raises(ValueError, match=r"'threshold' must be in \[0, 1\]"):
+        sensor_graph(dist=torch.ones(2, 2), threshold=1.5)

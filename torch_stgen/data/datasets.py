@@ -126,6 +126,8 @@ def _holiday_flags(days: np.ndarray, holidays) -> np.ndarray:
     if holidays is None:
         return np.zeros(len(days), dtype=bool)
     arr = np.asarray(holidays)
+    if arr.size == 0:
+        return np.zeros(len(days), dtype=bool)
     if arr.dtype.kind in "biuf":
         if arr.shape != (len(days),):
             raise ValueError(f"'holidays' flags must have shape (T={len(days)},) "

@@ -84,6 +84,8 @@ def gaussian_kernel(dist: Tensor, sigma: Optional[float] = None,
         ``[N, N]`` float64 weights in ``{0} U [threshold, 1]``.
     """
     dist = _square("dist", dist)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"'threshold' must be in [0, 1] (got {threshold!r})")
     finite = torch.isfinite(dist)
     if (dist[finite] < 0).any():
         raise ValueError("'dist' must be non-negative")
