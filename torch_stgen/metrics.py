@@ -7,8 +7,9 @@ r"""Evaluation metrics for spatio-temporal reconstruction and generation.
 * :func:`jsd` - Jensen-Shannon divergence between the value histograms of two sets.
 * :func:`crps` - continuous ranked probability score of an ensemble of samples.
 
-Every function accepts tensors or array-likes, computes in ``float64`` and returns a 0-d
-``torch.Tensor`` (``float64``; call ``.item()`` for a Python float). Masks follow the
+Every function accepts tensors or array-likes, computes in ``float64`` and returns a
+``float64`` ``torch.Tensor``: 0-d (call ``.item()`` for a Python float), or ``[N]`` for
+``mmd_per_node(..., reduction="none")``. Masks follow the
 library convention: ``1`` = scored, ``0`` = ignored; values under a ``0`` may be anything,
 NaN included. A non-finite value where the mask scores it raises ``ValueError`` rather than
 returning a silent NaN.
@@ -21,6 +22,7 @@ References:
     Gretton et al., "A Kernel Two-Sample Test", JMLR 2012.
     Gneiting & Raftery, "Strictly Proper Scoring Rules, Prediction, and Estimation",
     JASA 2007, https://doi.org/10.1198/016214506000001437.
+    Ferro, "Fair scores for ensemble forecasts", QJRMS 2014, https://doi.org/10.1002/qj.2270.
 """
 import math
 from typing import Optional, Tuple
@@ -344,7 +346,7 @@ def crps(samples, target, mask=None, fair: bool = False) -> Tensor:
     over the scored entries (lower is better; it equals the MAE for a single sample).
 
     For every entry with ensemble :math:`x_1, \dots, x_S` and observation :math:`y`
-    (Gneiting & Raftery 2007, eq. 21):
+    (the kernel form of Gneiting & Raftery 2007; the fair variant of Ferro 2014):
 
     .. math::
         \mathrm{CRPS} = \frac{1}{S}\sum_{i} |x_i - y|

@@ -141,7 +141,8 @@ def test_kg_from_sensor_graph_distance_bins():
     adj = torch.zeros(4, 4)
     adj[0, 3] = 0.7
     adj[2, 2] = 1.0  # self-loops are not relations
-    kg2 = kg_from_sensor_graph(lat, lon, adj=adj, bins=(0.25, 0.75), sensor_ids=["a", "b", "c", "d"])
+    kg2 = kg_from_sensor_graph(lat, lon, adj=adj, bins=(0.25, 0.75),
+                               sensor_ids=["a", "b", "c", "d"])
     assert kg2.relations == ["near_0_0.25km", "near_0.25_0.75km", "road_adjacent"]
     road = kg2.triples[kg2.triples[:, 1] == 2].tolist()
     assert road == [[0, 2, 3]] and kg2.entities == ["a", "b", "c", "d"]
@@ -193,7 +194,8 @@ def test_read_nyc_urban_kg(nyc_kg_root):
     assert all(kg.entities[e] == r for e, r in zip(regions.entity.tolist(), regions.ids))
     assert torch.equal(kg.node2entity, regions.entity)
     first = info[regions.ids[0]]
-    assert regions.lon[0].item() == first["center"][0] and regions.lat[0].item() == first["center"][1]
+    assert regions.lon[0].item() == first["center"][0]
+    assert regions.lat[0].item() == first["center"][1]
     assert regions.features.shape == (280, 6) and regions.n_pois[0].item() == first["n_pois"]
     assert 40.4 < regions.lat.min() and regions.lat.max() < 41.0  # New York
     assert len(regions.train) + len(regions.test) == 280

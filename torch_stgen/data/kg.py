@@ -15,7 +15,6 @@ semantics the KG is built from distances") and :func:`kg_from_grid`.
 """
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union

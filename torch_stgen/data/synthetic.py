@@ -44,9 +44,10 @@ KG guidance is informative and testable):
 
    with :math:`g_k = (p^{in}_k + p^{out}_k) / \max` the normalised demand (rush-hour
    dips come from office/residential POIs), :math:`\Delta` the largest congestion drop
-   (mph, the same on every road class, so the mean profile is linear in the KG features), :math:`r(t)` the rain flag, :math:`\iota`
+   (mph, the same on every road class, so the mean profile is linear in the KG features),
+   :math:`r(t)` the rain flag, :math:`\iota`
    incident slow-downs that spill over to ``road_adjacent`` sensors at half strength and
-   :math:`\epsilon` AR(1) noise.
+   :math:`\epsilon` AR(1) noise (stationary sd 1.5 mph); speeds are floored at 2 mph.
 
 Time: the series start on ``start`` (default Monday 2024-01-01) at 00:00; a day is a
 weekend day on Saturday / Sunday or on a holiday (``meta['holidays']``). External
@@ -366,7 +367,8 @@ class SyntheticCity:
         yx[:, 1] = np.clip(yx[:, 1], 0.0, W - 1e-6)
         self.sensor_yx = yx
         self.sensor_lat, self.sensor_lon = self._yx_to_latlon(yx)
-        self.sensor_cell = np.floor(yx[:, 0]).astype(np.int64) * W + np.floor(yx[:, 1]).astype(np.int64)
+        self.sensor_cell = (np.floor(yx[:, 0]).astype(np.int64) * W
+                            + np.floor(yx[:, 1]).astype(np.int64))
         d = np.linalg.norm(yx[:, None, :] - self.poi_yx[None, :, :], axis=-1)
         self.sensor_pois = np.argsort(d, axis=1, kind="stable")[:, :self.pois_per_sensor]
         w = np.zeros((S, self.num_categories))
