@@ -176,6 +176,10 @@ def test_step_errors():
         DDPMScheduler(variance_type="learned")
     with pytest.raises(ValueError, match="'eta' must be >= 0"):
         DDIMScheduler(eta=-1.0)
+    ddim = DDIMScheduler()
+    ddim.set_timesteps(10)
+    with pytest.raises(ValueError, match="'eta'=3.0 is too large"):
+        ddim.step(x, 900, x, eta=3.0)
 
 
 # --------------------------------------------------------------------------- diffusers parity

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from torch_stgen.diffusion import (DDIMScheduler, DDPMScheduler, EDMPrecond,
-                                   MetaPatternDiffusion, edm_loss, edm_sampler,
-                                   make_beta_schedule, sample)
+                                   MetaPatternDiffusion, diffusion_loss, edm_loss,
+                                   edm_sampler, make_beta_schedule, sample)
 
 SHAPE = (3, 4, 5, 2)  # [B, T, N, F]
 
@@ -126,7 +126,6 @@ def test_f_zero_reduces_to_ddpm():
         assert torch.equal(a, b)
     # the loss too (same t and noise)
     model = nn.Linear(2, 2)
-    from torch_stgen.diffusion import diffusion_loss
     torch.testing.assert_close(mpd.loss(lambda x, tt: model(x), x0, f=zero, t=t, noise=noise),
                                diffusion_loss(lambda x, tt: model(x), x0, sched, timesteps=t,
                                               noise=noise))

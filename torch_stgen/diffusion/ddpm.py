@@ -465,6 +465,7 @@ class DDIMScheduler(_DiscreteScheduler):
             (default: ``True``)
 
     Note:
+        Before :meth:`set_timesteps` is called, all :math:`T` timesteps are used.
         The previous timestep is the next entry of :attr:`timesteps`, so ``"linspace"`` and
         ``"trailing"`` spacings step between the listed timesteps (diffusers' DDIM always
         steps by :math:`\lfloor T/n \rfloor`; both agree for ``"leading"``).
@@ -516,7 +517,11 @@ class DDIMScheduler(_DiscreteScheduler):
         x0, eps = self._predict_x0_eps(model_output, sample, ab_t)
         variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)
         std = eta * variance ** 0.5
-        direction = max(1.0 - ab_prev - std ** 2, 0.0) ** 0.5
+        direction2 = 1.0 - ab_prev - std ** 2
+        if direction2 < -1e-12:
+            raise ValueError(f"'eta'={eta} is too large for the step {t} -> {prev_t}: "
+                             f"sigma_t^2 exceeds 1 - alpha_bar_prev (use eta <= 1)")
+        direction = max(direction2, 0.0) ** 0.5
         prev = ab_prev ** 0.5 * x0 + direction * eps
         if eta > 0:
             if variance_noise is not None and generator is not None:

@@ -139,7 +139,10 @@ class MetaPatternDiffusion(nn.Module):
     def q_sample(self, x0: Tensor, f: Tensor, t, noise: Optional[Tensor] = None,
                  generator: Optional[torch.Generator] = None) -> Tensor:
         r"""Sample the shifted forward marginal, eq. 16:
-        :math:`x_i = \sqrt{\bar\alpha_i}x_0 + (1-\sqrt{\bar\alpha_i})f + \sqrt{1-\bar\alpha_i}\epsilon`.
+
+        .. math::
+            x_i = \sqrt{\bar\alpha_i}\,x_0 + (1-\sqrt{\bar\alpha_i})\,f
+                + \sqrt{1-\bar\alpha_i}\,\epsilon
 
         Shapes:
             - **x0:** ``[B, *]``; **f:** broadcastable to ``x0``; **t:** ``[B]`` or scalar;
