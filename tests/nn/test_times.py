@@ -97,6 +97,9 @@ def test_inception_merged_kernel_equals_branch_average():
     out = inc(x)
     assert out.shape == (2, 5, 6, 9)
     assert torch.allclose(out, inc.forward_branches(x), atol=1e-5)
+    for shape in [(1, 9), (2, 3), (7, 1), (1, 1)]:  # thin maps use a cropped kernel
+        x = torch.randn(2, 3, *shape)
+        assert torch.allclose(inc(x), inc.forward_branches(x), atol=1e-5)
     with pytest.raises(ValueError, match="'x' must have shape"):
         inc(torch.randn(2, 4, 6, 9))
 
