@@ -1,3 +1,9 @@
 """torch_stgen.nn."""
 from .st_point import STPointAttention, STPointEmbedding, STPointFormer, stack_subregions  # noqa: F401
 from .times import InceptionBlock, TimesBlock, TPatternNet  # noqa: F401
+from .embeddings import (SinusoidalEmbedding, TimestepEmbedding, TimeFeatureEmbedding,  # noqa: F401
+                         ExternalEmbedding)
+from .delay import DelayEmbedding  # noqa: F401
+from .unet import UNet2D  # noqa: F401
+from .conditioners import (Conditioner, ObservedMapConditioner, ExternalConditioner,  # noqa: F401
+                           ConditionerStack, ConditionalDenoiser)
