@@ -221,3 +221,19 @@ def test_dropout_training_mode_runs_and_eval_is_deterministic():
     assert torch.isfinite(model(x, mask, ext)).all()
     model.eval()
     assert torch.equal(model(x, mask, ext), model(x, mask, ext))
+
+
+def test_mask_is_broadcast_not_pairwise(monkeypatch):
+    """The key mask reaches sdpa as [B, 1, 1, P] (memory linear in P), never as [P, P]."""
+    import torch_stgen.nn.st_point as st_point
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        seen.append(None if attn_mask is None else (tuple(attn_mask.shape), attn_mask.dtype))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(st_point.F, "scaled_dot_product_attention", spy)
+    model = STPointFormer(1, d_model=8, num_layers=2, num_heads=2, history=3, grid=(2, 5))
+    model(torch.randn(4, 3, 10, 1), torch.rand(4, 3, 10, 1) > 0.5)
+    assert seen == [((4, 1, 1, 30), torch.bool)] * 2

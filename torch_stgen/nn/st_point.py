@@ -13,7 +13,7 @@ Public names: :class:`STPointEmbedding` (eq. 14), :class:`STPointAttention` (eqs
 :class:`STPointFormer` (K layers + the eqs. 24-25 stacking) and :func:`stack_subregions`.
 """
 import math
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -442,7 +442,8 @@ class STPointFormer(nn.Module):
     **Stacking convention** (:meth:`stack`, pinned by a test). The encoded points
     ``[B, T, I*J, d]`` (node ``n = i * J + j``) are first pooled over time (``time_pool``):
 
-    * ``"mean"`` (default): mean over the ``T`` steps -> ``C' = d`` channels;
+    * ``"mean"`` (default): mean over the ``T`` steps -> ``C' = d`` channels (missing points
+      included: their encodings are estimates attended from the observed points);
     * ``"last"``: the last step ``t = T - 1`` -> ``C' = d``;
     * ``"flatten"``: every step kept, channel ``t * d + c`` -> ``C' = T * d``
       (closest to stacking all history points; large).
