@@ -84,24 +84,32 @@ def test_external_conditioner_time_axis_and_covariates():
     cond = ExternalConditioner(6, ext_features=2)
     time = torch.tensor([[[8, 0, 0], [9, 0, 0]], [[17, 4, 1], [18, 4, 1]]])
     ext = torch.randn(2, 2, 2)
-    v = cond({"time": time, "ext": ext})["vector"]
+    v = cond({"time_y": time, "ext_y": ext})["vector"]
     assert v.shape == (2, 6)
     ref = cond.time_embed(time[:, -1]) + cond.ext_embed(ext[:, -1])
     torch.testing.assert_close(v, ref)
-    torch.testing.assert_close(cond({"time": time[:, -1], "ext": ext[:, -1]})["vector"], ref)
+    torch.testing.assert_close(cond({"time_y": time[:, -1], "ext_y": ext[:, -1]})["vector"], ref)
     mean = ExternalConditioner(6, ext_features=2, reduce="mean")
     mean.load_state_dict(cond.state_dict())
     ref_mean = (cond.time_embed(time) + cond.ext_embed(ext)).mean(1)
-    torch.testing.assert_close(mean({"time": time, "ext": ext})["vector"], ref_mean)
+    torch.testing.assert_close(mean({"time_y": time, "ext_y": ext})["vector"], ref_mean)
     # different covariates or times give different vectors
-    v2 = cond({"time": time, "ext": ext + 1})["vector"]
+    v2 = cond({"time_y": time, "ext_y": ext + 1})["vector"]
     assert (v - v2).abs().max() > 1e-4
     only_ext = ExternalConditioner(4, ext_features=3, use_time=False)
-    assert only_ext({"ext": torch.randn(5, 3)})["vector"].shape == (5, 4)
+    assert only_ext({"ext_y": torch.randn(5, 3)})["vector"].shape == (5, 4)
     with pytest.raises(ValueError, match="needs time features"):
         ExternalConditioner(4, use_time=False)
-    with pytest.raises(KeyError, match="needs batch\\['time'\\]"):
-        cond({"ext": ext})
+    with pytest.raises(KeyError, match="needs batch\\['time_y'\\]"):
+        cond({"ext_y": ext})
+    # the cyclic encoding of torch_stgen.data.time_features ([B, T, 5]) is accepted
+    a = 2 * torch.pi * time[..., 0].float() / 24
+    b = 2 * torch.pi * time[..., 1].float() / 7
+    cyclic = torch.stack([a.sin(), a.cos(), b.sin(), b.cos(), time[..., 2].float()], -1)
+    torch.testing.assert_close(cond({"time_y": cyclic, "ext_y": ext})["vector"], v,
+                               atol=1e-5, rtol=0)
+    custom = ExternalConditioner(6, time_key="t", ext_key="u", ext_features=2)
+    assert custom({"t": time, "u": ext})["vector"].shape == (2, 6)
 
 
 def test_stack_concat_and_sum():

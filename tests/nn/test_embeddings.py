@@ -71,6 +71,32 @@ def test_time_feature_embedding_is_periodic_and_accepts_floats():
     assert emb(torch.zeros(2, 5, 3)).shape == (2, 5, 8)
 
 
+def test_time_feature_encodings_agree():
+    # the same instants in the raw, cyclic (sin/cos of minute-of-day and weekday) and
+    # onehot encodings of torch_stgen.data.time_features give the same embedding
+    emb = TimeFeatureEmbedding(8)
+    minute = torch.tensor([0.0, 30.0, 13 * 60.0, 23 * 60.0 + 30, 7 * 60.0])
+    day = torch.tensor([0.0, 6.0, 2.0, 4.0, 5.0])
+    hol = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0])
+    raw = torch.stack([minute / 60, day, hol], -1)
+    a, b = 2 * math.pi * minute / 1440, 2 * math.pi * day / 7
+    cyclic = torch.stack([a.sin(), a.cos(), b.sin(), b.cos(), hol], -1)
+    torch.testing.assert_close(emb(cyclic), emb(raw), atol=1e-5, rtol=0)
+    whole = minute % 60 == 0
+    onehot = torch.zeros(5, 32)
+    onehot[torch.arange(5), (minute // 60).long()] = 1
+    onehot[torch.arange(5), 24 + day.long()] = 1
+    onehot[:, 31] = hol
+    torch.testing.assert_close(emb(onehot)[whole], emb(raw)[whole], atol=1e-5, rtol=0)
+    assert (emb(raw)[0] - emb(raw)[1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="unit norm"):
+        emb(cyclic * 2)
+    with pytest.raises(ValueError, match="exactly one 1"):
+        emb(torch.zeros(1, 32))
+    with pytest.raises(ValueError, match=r"'time' must have shape \[\.\.\., 5\] \(cyclic"):
+        TimeFeatureEmbedding(8, encoding="cyclic")(raw)
+
+
 def test_time_feature_weekday_harmonics_separate_all_days():
     emb = TimeFeatureEmbedding(4, weekday_harmonics=3)
     days = torch.stack([torch.zeros(7), torch.arange(7.0), torch.zeros(7)], dim=-1)

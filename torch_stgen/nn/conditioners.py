@@ -220,20 +220,24 @@ class ExternalConditioner(Conditioner):
             (default: ``0``)
         use_time (bool, optional): use the ``[hour, weekday, holiday]`` features.
             (default: ``True``)
-        time_key (str, optional): batch key of the time features. (default: ``"time"``)
-        ext_key (str, optional): batch key of the covariates. (default: ``"ext"``)
+        time_key (str, optional): batch key of the time features. (default:
+            ``"time_y"``, the target-step features of
+            :class:`~torch_stgen.data.WindowDataset`)
+        ext_key (str, optional): batch key of the covariates. (default: ``"ext_y"``)
         reduce (str, optional): ``"last"`` or ``"mean"`` over a time axis.
             (default: ``"last"``)
         **time_kwargs: passed to :class:`TimeFeatureEmbedding` (e.g. ``hour_period=1``).
 
     Shapes:
-        - **input:** ``batch[time_key]`` ``[B, 3]`` or ``[B, T, 3]``; ``batch[ext_key]``
+        - **input:** ``batch[time_key]`` ``[B, F_time]`` or ``[B, T, F_time]`` with
+          ``F_time`` 3 (raw), 5 (cyclic) or 32 (onehot), see
+          :class:`TimeFeatureEmbedding`; ``batch[ext_key]``
           ``[B, F_ext]`` or ``[B, T, F_ext]``
         - **output:** ``{'vector': [B, dim]}``
     """
 
     def __init__(self, dim: int, ext_features: int = 0, use_time: bool = True,
-                 time_key: str = "time", ext_key: str = "ext", reduce: str = "last",
+                 time_key: str = "time_y", ext_key: str = "ext_y", reduce: str = "last",
                  **time_kwargs):
         super().__init__()
         if not use_time and ext_features <= 0:
@@ -260,8 +264,8 @@ class ExternalConditioner(Conditioner):
         if self.time_embed is not None:
             tau = _get(batch, self.time_key, name)
             if tau.dim() not in (2, 3):
-                raise ValueError(f"batch[{self.time_key!r}] must have shape [B, 3] or "
-                                 f"[B, T, 3] (got {tuple(tau.shape)})")
+                raise ValueError(f"batch[{self.time_key!r}] must have shape [B, F_time] or "
+                                 f"[B, T, F_time] (got {tuple(tau.shape)})")
             vec = self._reduce(self.time_embed(tau), self.time_key)
         if self.ext_embed is not None:
             u = _get(batch, self.ext_key, name)

@@ -13,7 +13,7 @@ r"""Embeddings of the diffusion step, of calendar time and of external covariate
 * :class:`ExternalEmbedding` - external covariates (weather, temperature, ...).
 """
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -153,8 +153,8 @@ class TimestepEmbedding(nn.Module):
 
 
 class TimeFeatureEmbedding(nn.Module):
-    r"""Embedding of calendar time features ``[hour, weekday, holiday]`` (the time indices
-    and holiday flags DiffRecon feeds as external features, eq. 14 of
+    r"""Embedding of calendar time features (hour of day, day of week, holiday flag), the
+    time indices and holiday flags DiffRecon feeds as external features (eq. 14 of
     `arXiv:2410.05323 <https://arxiv.org/abs/2410.05323>`_).
 
     Hour and weekday are periodic, so they are encoded with Fourier features of their
@@ -172,14 +172,20 @@ class TimeFeatureEmbedding(nn.Module):
     the weekday is linear in the features); ``hour_harmonics=12`` does the same for 24
     integer hours.
 
-    Encoding of the input (last axis, 3 values):
+    Accepted encodings of the last axis (``encoding="auto"`` picks by its size; all
+    three give the **same** :math:`\phi` for the same instant, so one trained embedding
+    serves them all):
 
-    * ``hour`` - hour of day in ``[0, hour_period)``; fractions are allowed (13.5 is
-      13:30). Default ``hour_period=24``. For a float encoding in ``[0, 1)`` (fraction of
-      the day) pass ``hour_period=1``.
-    * ``weekday`` - day of week in ``[0, weekday_period)``, Monday = 0. Default
-      ``weekday_period=7``; for ``weekday / 7`` in ``[0, 1)`` pass ``weekday_period=1``.
-    * ``holiday`` - 0/1 flag (any value in ``[0, 1]``).
+    * **raw**, 3 values ``[hour, weekday, holiday]``: ``hour`` in ``[0, hour_period)``
+      (fractions allowed, 13.5 is 13:30; default ``hour_period=24``, pass ``1`` for a
+      fraction of the day), ``weekday`` in ``[0, weekday_period)`` with Monday = 0
+      (default ``7``; pass ``1`` for ``weekday / 7``), ``holiday`` in ``[0, 1]``.
+    * **cyclic**, 5 values ``[sin a, cos a, sin b, cos b, holiday]`` with
+      :math:`a = 2\pi\,\text{minute}/1440`, :math:`b = 2\pi\,\text{weekday}/7`, the
+      default output of :func:`torch_stgen.data.time_features`; the phases are
+      recovered with ``atan2`` (each (sin, cos) pair must have unit norm).
+    * **onehot**, 32 values: one-hot hour (24), one-hot weekday (7), holiday
+      (``time_features(..., encoding='onehot')``).
 
     Values outside these ranges raise a ``ValueError`` (a wrong encoding is an error,
     never silently wrapped).
@@ -188,16 +194,22 @@ class TimeFeatureEmbedding(nn.Module):
         dim (int): output size.
         hour_harmonics (int, optional): :math:`K_h`. (default: ``6``)
         weekday_harmonics (int, optional): :math:`K_d`. (default: ``3``)
-        hour_period (float, optional): :math:`P_h`. (default: ``24``)
-        weekday_period (float, optional): :math:`P_d`. (default: ``7``)
+        hour_period (float, optional): :math:`P_h` of the raw encoding. (default: ``24``)
+        weekday_period (float, optional): :math:`P_d` of the raw encoding.
+            (default: ``7``)
+        encoding (str, optional): ``"auto"``, ``"raw"``, ``"cyclic"`` or ``"onehot"``.
+            (default: ``"auto"``)
 
     Shapes:
-        - **input:** ``[..., 3]`` (integers or floats)
+        - **input:** ``[..., 3]``, ``[..., 5]`` or ``[..., 32]``
         - **output:** ``[..., dim]``
     """
 
+    _SIZES = {"raw": 3, "cyclic": 5, "onehot": 32}
+
     def __init__(self, dim: int, hour_harmonics: int = 6, weekday_harmonics: int = 3,
-                 hour_period: float = 24.0, weekday_period: float = 7.0):
+                 hour_period: float = 24.0, weekday_period: float = 7.0,
+                 encoding: str = "auto"):
         super().__init__()
         if int(dim) < 1:
             raise ValueError(f"'dim' must be positive (got {dim})")
@@ -207,11 +219,15 @@ class TimeFeatureEmbedding(nn.Module):
         if not (hour_period > 0 and weekday_period > 0):
             raise ValueError(f"'hour_period' and 'weekday_period' must be positive (got "
                              f"{hour_period}, {weekday_period})")
+        if encoding != "auto" and encoding not in self._SIZES:
+            raise ValueError(f"'encoding' must be 'auto', 'raw', 'cyclic' or 'onehot' "
+                             f"(got {encoding!r})")
         self.dim = int(dim)
         self.hour_harmonics = int(hour_harmonics)
         self.weekday_harmonics = int(weekday_harmonics)
         self.hour_period = float(hour_period)
         self.weekday_period = float(weekday_period)
+        self.encoding = encoding
         self.in_features = 2 * (self.hour_harmonics + self.weekday_harmonics) + 1
         self.lin = nn.Linear(self.in_features, self.dim)
         self.reset_parameters()
@@ -219,30 +235,69 @@ class TimeFeatureEmbedding(nn.Module):
     def reset_parameters(self):
         self.lin.reset_parameters()
 
+    def _encoding_of(self, time: Tensor) -> str:
+        size = time.shape[-1] if time.dim() >= 1 else None
+        if self.encoding == "auto":
+            for name, n in self._SIZES.items():
+                if size == n:
+                    return name
+        elif size == self._SIZES[self.encoding]:
+            return self.encoding
+        want = ("[..., 3] (hour, weekday, holiday), [..., 5] (cyclic) or [..., 32] (onehot)"
+                if self.encoding == "auto" else f"[..., {self._SIZES[self.encoding]}] "
+                f"({self.encoding} encoding)")
+        raise ValueError(f"'time' must have shape {want} (got {tuple(time.shape)})")
+
+    @staticmethod
+    def _check_range(name: str, v: Tensor, lo: float, hi: float, closed: bool, hint: str):
+        bad = (v < lo) | ((v > hi) if closed else (v >= hi))
+        if v.numel() and bool(bad.any()):
+            rng = f"[{lo:g}, {hi:g}{']' if closed else ')'}"
+            raise ValueError(f"'time' {name} values must lie in {rng} (got range "
+                             f"[{float(v.min()):g}, {float(v.max()):g}]){hint}")
+
+    def phases(self, time: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""``(theta_h, theta_d, holiday)`` in radians / ``[0, 1]``, each ``[...]``."""
+        time = torch.as_tensor(time)
+        enc = self._encoding_of(time)
+        _check_finite("time", time)
+        dtype = self.lin.weight.dtype
+        time = time.to(device=self.lin.weight.device, dtype=dtype)
+        two_pi = 2 * math.pi
+        if enc == "raw":
+            hour, day, hol = time.unbind(-1)
+            self._check_range("hour", hour, 0, self.hour_period, False,
+                              "; set 'hour_period' to match your encoding")
+            self._check_range("weekday", day, 0, self.weekday_period, False,
+                              "; set 'weekday_period' to match your encoding")
+            th, td = two_pi * hour / self.hour_period, two_pi * day / self.weekday_period
+        elif enc == "cyclic":
+            sa, ca, sb, cb, hol = time.unbind(-1)
+            for name, s, c in (("hour (sin, cos)", sa, ca), ("weekday (sin, cos)", sb, cb)):
+                norm = s * s + c * c
+                if norm.numel() and bool(((norm - 1).abs() > 1e-3).any()):
+                    raise ValueError(f"'time' {name} pairs of the cyclic encoding must have "
+                                     f"unit norm (got sin^2+cos^2 in [{float(norm.min()):g}, "
+                                     f"{float(norm.max()):g}])")
+            th, td = torch.atan2(sa, ca), torch.atan2(sb, cb)
+        else:  # onehot
+            hours, days, hol = time[..., :24], time[..., 24:31], time[..., 31]
+            for name, block in (("hour", hours), ("weekday", days)):
+                ok = ((block == 0) | (block == 1)).all(-1) & (block.sum(-1) == 1)
+                if ok.numel() and not bool(ok.all()):
+                    raise ValueError(f"'time' {name} block of the onehot encoding must hold "
+                                     f"exactly one 1 and zeros elsewhere")
+            th = two_pi * hours.argmax(-1).to(dtype) / 24
+            td = two_pi * days.argmax(-1).to(dtype) / 7
+        self._check_range("holiday", hol, 0, 1, True, "")
+        return th, td, hol
+
     def features(self, time: Tensor) -> Tensor:
         r"""The Fourier features :math:`\phi` (before the linear map), ``[..., in_features]``."""
-        time = torch.as_tensor(time)
-        if time.dim() < 1 or time.shape[-1] != 3:
-            raise ValueError(f"'time' must have shape [..., 3] (hour, weekday, holiday; "
-                             f"got {tuple(time.shape)})")
-        _check_finite("time", time)
-        time = time.to(self.lin.weight.dtype if self.lin.weight.is_floating_point()
-                       else torch.float32).to(self.lin.weight.device)
-        hour, day, hol = time.unbind(-1)
-        for name, v, hi in (("hour", hour, self.hour_period),
-                            ("weekday", day, self.weekday_period)):
-            if v.numel() and (bool((v < 0).any()) or bool((v >= hi).any())):
-                raise ValueError(f"'time' {name} values must lie in [0, {hi:g}) (got range "
-                                 f"[{float(v.min()):g}, {float(v.max()):g}]); set "
-                                 f"'{name}_period' to match your encoding")
-        if hol.numel() and (bool((hol < 0).any()) or bool((hol > 1).any())):
-            raise ValueError(f"'time' holiday flags must lie in [0, 1] (got range "
-                             f"[{float(hol.min()):g}, {float(hol.max()):g}])")
-        kh = torch.arange(1, self.hour_harmonics + 1, dtype=time.dtype, device=time.device)
-        kd = torch.arange(1, self.weekday_harmonics + 1, dtype=time.dtype,
-                          device=time.device)
-        ah = (2 * math.pi / self.hour_period) * hour[..., None] * kh
-        ad = (2 * math.pi / self.weekday_period) * day[..., None] * kd
+        th, td, hol = self.phases(time)
+        kh = torch.arange(1, self.hour_harmonics + 1, dtype=th.dtype, device=th.device)
+        kd = torch.arange(1, self.weekday_harmonics + 1, dtype=th.dtype, device=th.device)
+        ah, ad = th[..., None] * kh, td[..., None] * kd
         return torch.cat([ah.cos(), ah.sin(), ad.cos(), ad.sin(), hol[..., None]], dim=-1)
 
     def forward(self, time: Tensor) -> Tensor:
@@ -251,7 +306,8 @@ class TimeFeatureEmbedding(nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.dim}, hour_harmonics={self.hour_harmonics}, "
                 f"weekday_harmonics={self.weekday_harmonics}, "
-                f"hour_period={self.hour_period:g}, weekday_period={self.weekday_period:g})")
+                f"hour_period={self.hour_period:g}, weekday_period={self.weekday_period:g}, "
+                f"encoding={self.encoding!r})")
 
 
 class ExternalEmbedding(nn.Module):
