@@ -1,5 +1,6 @@
 """torch_stgen.nn."""
-from .st_point import STPointAttention, STPointEmbedding, STPointFormer, stack_subregions  # noqa: F401
+from .st_point import (STPointAttention, STPointEmbedding, STPointFormer,  # noqa: F401
+                       stack_subregions)
 from .times import InceptionBlock, TimesBlock, TPatternNet  # noqa: F401
 from .embeddings import (SinusoidalEmbedding, TimestepEmbedding, TimeFeatureEmbedding,  # noqa: F401
                          ExternalEmbedding)
