@@ -21,6 +21,21 @@ def _nan_to_missing(data: torch.Tensor, mask: Optional[torch.Tensor]):
     return data, mask.to(data.dtype)
 
 
+def _check_time_axis(series) -> None:
+    """Validate and convert the per-step attributes ``timestamps`` and ``ext``."""
+    kind, T = type(series).__name__, series.data.shape[0]
+    if series.timestamps is not None:
+        series.timestamps = np.asarray(series.timestamps).astype("datetime64[m]")
+        if len(series.timestamps) != T:
+            raise ValueError(f"{kind} 'timestamps' must have length T={T} "
+                             f"(got {len(series.timestamps)})")
+    if series.ext is not None:
+        series.ext = torch.as_tensor(series.ext, dtype=torch.float32)
+        if series.ext.dim() != 2 or series.ext.shape[0] != T:
+            raise ValueError(f"{kind} 'ext' must have shape [T={T}, F_ext] "
+                             f"(got {tuple(series.ext.shape)})")
+
+
 @dataclass
 class GridSeries:
     r"""A gridded spatio-temporal series (a sequence of city maps).
@@ -56,16 +71,7 @@ class GridSeries:
                 raise ValueError(f"GridSeries 'mask' must have the data's shape "
                                  f"{tuple(self.data.shape)} (got {tuple(self.mask.shape)})")
         self.data, self.mask = _nan_to_missing(self.data, self.mask)
-        if self.timestamps is not None:
-            self.timestamps = np.asarray(self.timestamps).astype("datetime64[m]")
-            if len(self.timestamps) != self.data.shape[0]:
-                raise ValueError(f"GridSeries 'timestamps' must have length T="
-                                 f"{self.data.shape[0]} (got {len(self.timestamps)})")
-        if self.ext is not None:
-            self.ext = torch.as_tensor(self.ext, dtype=torch.float32)
-            if self.ext.dim() != 2 or self.ext.shape[0] != self.data.shape[0]:
-                raise ValueError(f"GridSeries 'ext' must have shape [T={self.data.shape[0]}, "
-                                 f"F_ext] (got {tuple(self.ext.shape)})")
+        _check_time_axis(self)
 
     @property
     def shape(self):
@@ -152,19 +158,10 @@ class GraphSeries:
             if tuple(self.adj.shape) != (n, n):
                 raise ValueError(f"GraphSeries 'adj' must have shape [N, N] = [{n}, {n}] "
                                  f"(got {tuple(self.adj.shape)})")
-        if self.timestamps is not None:
-            self.timestamps = np.asarray(self.timestamps).astype("datetime64[m]")
-            if len(self.timestamps) != self.data.shape[0]:
-                raise ValueError(f"GraphSeries 'timestamps' must have length T="
-                                 f"{self.data.shape[0]} (got {len(self.timestamps)})")
+        _check_time_axis(self)
         if self.node_ids is not None and len(self.node_ids) != n:
             raise ValueError(f"GraphSeries 'node_ids' must have N={n} entries "
                              f"(got {len(self.node_ids)})")
-        if self.ext is not None:
-            self.ext = torch.as_tensor(self.ext, dtype=torch.float32)
-            if self.ext.dim() != 2 or self.ext.shape[0] != self.data.shape[0]:
-                raise ValueError(f"GraphSeries 'ext' must have shape [T={self.data.shape[0]}, "
-                                 f"F_ext] (got {tuple(self.ext.shape)})")
 
     @property
     def shape(self):
