@@ -17,15 +17,26 @@ Baseline (a) of the DiffRecon benchmark: *interpolation + distributional upsampl
    a ratio of means over the training steps, robust to steps where a coarse cell is 0).
    Blocks whose training coarse mass is 0 get uniform shares :math:`1/N^2`. The shares
    of each block sum to one, so the prediction preserves the coarse mass exactly.
+
+Baselines (b) and (c) are learned networks applied to the same nearest-filled coarse map
+(:class:`SRCNN`, :class:`UrbanFM`), trained with :func:`fit_upsampler` on training maps
+whose coarse inputs are masked with simulated sparse patterns and nearest-filled, exactly
+as at test time.
 """
-from typing import Optional
+import math
+import time as _time
+from typing import Optional, Sequence, Union
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..data.grid import coarsen, upsample
+from ..data.patterns import SparsePattern
 
-__all__ = ["nearest_fill", "DistributionalUpsampler", "InterpolationUpsampling"]
+__all__ = ["nearest_fill", "DistributionalUpsampler", "InterpolationUpsampling", "SRCNN",
+           "UrbanFM", "fit_upsampler"]
 
 
 def nearest_fill(x: Tensor, mask: Tensor, chunk: int = 256) -> Tensor:
@@ -141,3 +152,289 @@ class InterpolationUpsampling:
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(factor={self.factor})"
+
+
+# --------------------------------------------------------------------------- learned (b), (c)
+def _check_maps(name: str, x: Tensor, channels: int, size) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels or \
+            tuple(x.shape[2:]) != tuple(size):
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"'{name}' must have shape [B, C, h, w] = [B, {channels}, "
+                         f"{size[0]}, {size[1]}] (got {got})")
+
+
+class _LearnedUpsampler(nn.Module):
+    """Scaling buffers and the fill -> network -> original-units pipeline of (b) and (c)."""
+
+    name = "learned"
+
+    def __init__(self, channels: int, coarse_size, factor: int, cond_features: int = 0):
+        super().__init__()
+        for n, v in (("channels", channels), ("factor", factor)):
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"'{n}' must be a positive integer (got {v!r})")
+        self.channels, self.factor = int(channels), int(factor)
+        self.coarse_size = (int(coarse_size[0]), int(coarse_size[1]))
+        self.cond_features = int(cond_features)
+        #: per-channel scale of the fine maps (std of the training fine values)
+        self.register_buffer("scale", torch.full((self.channels,), float("nan")))
+
+    def fit_scale(self, fine: Tensor) -> None:
+        std = fine.transpose(0, 1).reshape(self.channels, -1).double().std(1, unbiased=False)
+        self.scale.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)).float())
+
+    def forward(self, filled: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """Filled coarse maps (original units) -> fine maps divided by :attr:`scale`."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, coarse: Tensor, mask: Tensor, cond: Optional[Tensor] = None,
+                batch_size: int = 1024) -> Tensor:
+        """Incomplete coarse ``[T, C, h, w]`` + observed ``mask`` -> fine ``[T, C, H, W]``
+        (original units): :func:`nearest_fill`, then the network."""
+        if not bool(torch.isfinite(self.scale).all()):
+            raise RuntimeError(f"{self.__class__.__name__} is not fitted: call "
+                               f"fit_upsampler() first")
+        _check_maps("coarse", coarse, self.channels, self.coarse_size)
+        m = torch.broadcast_to(mask, coarse.shape).bool()
+        filled = nearest_fill(torch.where(m, coarse.float(), torch.zeros(())), m)
+        if self.cond_features:
+            if cond is None or tuple(cond.shape) != (coarse.shape[0], self.cond_features):
+                got = None if cond is None else tuple(cond.shape)
+                raise ValueError(f"'cond' must have shape [T, {self.cond_features}] "
+                                 f"(got {got})")
+        self.eval()
+        outs = []
+        for s in range(0, coarse.shape[0], batch_size):
+            c = cond[s:s + batch_size].float() if self.cond_features else None
+            outs.append(self(filled[s:s + batch_size], c) * self.scale[:, None, None])
+        return torch.cat(outs)
+
+
+class SRCNN(_LearnedUpsampler):
+    r"""Baseline (b): SRCNN (Dong, Loy, He & Tang, "Image Super-Resolution Using Deep
+    Convolutional Networks", TPAMI 2016, `arXiv:1501.00092
+    <https://arxiv.org/abs/1501.00092>`_) on the nearest-filled coarse map.
+
+    The filled coarse map is brought to the fine grid as a density (nearest-neighbour
+    repeat divided by :math:`N^2`), then the three-layer network of the paper (patch
+    extraction, non-linear mapping, reconstruction; eqs. 1-3) maps it to the fine map:
+
+    .. math::
+        Y = \mathrm{Up}_N(\tilde X^{cg}) / (N^2 \sigma), \quad
+        F_1 = \mathrm{ReLU}(W_1 * Y + B_1), \quad
+        F_2 = \mathrm{ReLU}(W_2 * F_1 + B_2), \quad
+        \hat X^{fg} / \sigma = W_3 * F_2 + B_3
+
+    with kernels 9-1-5 and widths 64-32 (the paper's 9-1-5 setting), zero "same" padding,
+    and :math:`\sigma` the per-channel std of the training fine maps.
+
+    Args:
+        channels (int): map channels :math:`C`.
+        coarse_size (tuple of int): ``(h, w)``.
+        factor (int): magnification :math:`N`.
+        widths (tuple of int, optional): ``(n_1, n_2)``. (default: ``(64, 32)``)
+        kernels (tuple of int, optional): ``(f_1, f_2, f_3)``. (default: ``(9, 1, 5)``)
+
+    Shapes:
+        - **forward:** filled coarse ``[B, C, h, w]`` -> ``[B, C, hN, wN]`` (scaled)
+        - **predict:** coarse, mask ``[T, C, h, w]`` -> ``[T, C, hN, wN]``
+    """
+
+    name = "srcnn"
+
+    def __init__(self, channels: int, coarse_size, factor: int,
+                 widths: Sequence[int] = (64, 32), kernels: Sequence[int] = (9, 1, 5)):
+        super().__init__(channels, coarse_size, factor)
+        self.widths, self.kernels = tuple(int(w) for w in widths), tuple(int(k) for k in kernels)
+        n1, n2 = self.widths
+        f1, f2, f3 = self.kernels
+        self.conv1 = nn.Conv2d(channels, n1, f1, padding=f1 // 2)
+        self.conv2 = nn.Conv2d(n1, n2, f2, padding=f2 // 2)
+        self.conv3 = nn.Conv2d(n2, channels, f3, padding=f3 // 2)
+
+    def forward(self, filled: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        _check_maps("filled", filled, self.channels, self.coarse_size)
+        N = self.factor
+        y = upsample(filled, N) / (N * N * self.scale[:, None, None])
+        y = F.relu(self.conv1(y))
+        y = F.relu(self.conv2(y))
+        return self.conv3(y)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.channels}, coarse_size={self.coarse_size}, "
+                f"factor={self.factor}, widths={self.widths}, kernels={self.kernels})")
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch),
+                                  nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1),
+                                  nn.BatchNorm2d(ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class UrbanFM(_LearnedUpsampler):
+    r"""Baseline (c): an UrbanFM-style network (Liang et al., "UrbanFM: Inferring
+    Fine-Grained Urban Flows", KDD 2019, `arXiv:1902.05377
+    <https://arxiv.org/abs/1902.05377>`_) on the nearest-filled coarse map.
+
+    Inference network: a convolution, ``num_blocks`` residual blocks
+    (conv-BN-ReLU-conv-BN with identity skip), a convolution with a global skip,
+    :math:`\log_2 N` sub-pixel (PixelShuffle) upsampling stages (any other :math:`N`: one
+    PixelShuffle by :math:`N`), then the **distributional upsampling** of the paper's
+    :math:`N^2`-Normalization layer, a softmax over each :math:`N \times N` block times the
+    coarse value:
+
+    .. math::
+        \hat X^{fg}_{Ni+a,Nj+b} = \frac{\exp H_{Ni+a,Nj+b}}
+        {\sum_{a',b' < N} \exp H_{Ni+a',Nj+b'}}\; \tilde X^{cg}_{i,j}
+
+    so each block sums exactly to its (filled) coarse value. **External-factor fusion**:
+    the conditioning vector (calendar / weather features, ``cond_features``) is embedded by
+    an MLP into one coarse-resolution map concatenated to the input and one
+    fine-resolution map concatenated before the output convolution (the paper's
+    coarse- and fine-level external maps).
+
+    Args:
+        channels (int): map channels :math:`C`.
+        coarse_size (tuple of int): ``(h, w)``.
+        factor (int): magnification :math:`N`.
+        cond_features (int, optional): size of the external vector (``0``: none).
+            (default: ``0``)
+        width (int, optional): feature channels. (default: ``64``)
+        num_blocks (int, optional): residual blocks. (default: ``8``)
+
+    Shapes:
+        - **forward:** filled coarse ``[B, C, h, w]``, cond ``[B, cond_features]`` ->
+          ``[B, C, hN, wN]`` (scaled)
+        - **predict:** coarse, mask ``[T, C, h, w]``, cond ``[T, cond_features]`` ->
+          ``[T, C, hN, wN]``
+    """
+
+    name = "urbanfm"
+
+    def __init__(self, channels: int, coarse_size, factor: int, cond_features: int = 0,
+                 width: int = 64, num_blocks: int = 8):
+        super().__init__(channels, coarse_size, factor, cond_features)
+        self.width, self.num_blocks = int(width), int(num_blocks)
+        h, w = self.coarse_size
+        N = self.factor
+        ext = 1 if self.cond_features else 0
+        if self.cond_features:
+            self.ext_coarse = nn.Sequential(nn.Linear(self.cond_features, 128), nn.ReLU(),
+                                            nn.Linear(128, h * w), nn.ReLU())
+            self.ext_fine = nn.Sequential(nn.Linear(self.cond_features, 128), nn.ReLU(),
+                                          nn.Linear(128, h * w * N * N), nn.ReLU())
+        self.head = nn.Conv2d(channels + ext, self.width, 9, padding=4)
+        self.blocks = nn.Sequential(*[_ResBlock(self.width) for _ in range(self.num_blocks)])
+        self.body_tail = nn.Sequential(nn.Conv2d(self.width, self.width, 3, padding=1),
+                                       nn.BatchNorm2d(self.width))
+        ups = []
+        if N > 1:
+            stages = [2] * int(math.log2(N)) if (N & (N - 1)) == 0 else [N]
+            for r in stages:
+                ups += [nn.Conv2d(self.width, self.width * r * r, 3, padding=1),
+                        nn.BatchNorm2d(self.width * r * r), nn.PixelShuffle(r), nn.ReLU()]
+        self.up = nn.Sequential(*ups)
+        self.out = nn.Conv2d(self.width + ext, channels, 9, padding=4)
+
+    def shares(self, filled: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """Per-block softmax shares ``[B, C, hN, wN]`` (each ``N x N`` block sums to 1)."""
+        _check_maps("filled", filled, self.channels, self.coarse_size)
+        B = filled.shape[0]
+        (h, w), N = self.coarse_size, self.factor
+        x = filled / (N * N * self.scale[:, None, None])
+        if self.cond_features:
+            if cond is None or tuple(cond.shape) != (B, self.cond_features):
+                got = None if cond is None else tuple(cond.shape)
+                raise ValueError(f"'cond' must have shape [B, {self.cond_features}] "
+                                 f"(got {got})")
+            x = torch.cat([x, self.ext_coarse(cond).view(B, 1, h, w)], 1)
+        f0 = self.head(x)
+        f = self.up(f0 + self.body_tail(self.blocks(f0)))
+        if self.cond_features:
+            f = torch.cat([f, self.ext_fine(cond).view(B, 1, h * N, w * N)], 1)
+        logits = self.out(f)                                  # [B, C, hN, wN]
+        blk = logits.view(B, self.channels, h, N, w, N)
+        blk = torch.softmax(blk.permute(0, 1, 2, 4, 3, 5).reshape(B, self.channels, h, w,
+                                                                   N * N), -1)
+        return blk.view(B, self.channels, h, w, N, N).permute(0, 1, 2, 4, 3, 5).reshape(
+            B, self.channels, h * N, w * N)
+
+    def forward(self, filled: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        N = self.factor
+        return upsample(filled, N) * self.shares(filled, cond) / self.scale[:, None, None]
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.channels}, coarse_size={self.coarse_size}, "
+                f"factor={self.factor}, cond_features={self.cond_features}, "
+                f"width={self.width}, num_blocks={self.num_blocks})")
+
+
+def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor] = None,
+                  patterns: Sequence[Union[str, SparsePattern]] = ("random:0.4",),
+                  steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                  progress: bool = False) -> _LearnedUpsampler:
+    r"""Train :class:`SRCNN` / :class:`UrbanFM` on complete training fine maps.
+
+    Each step draws ``batch_size`` training maps; their coarse maps
+    :math:`X^{cg} = \mathrm{coarsen}(X^{fg}, N)` are masked with a pattern drawn uniformly
+    from ``patterns`` (fresh seeds) and filled by :func:`nearest_fill`; the loss is the
+    mean squared error of the scaled fine maps,
+    :math:`\|(\hat X^{fg} - X^{fg}) / \sigma\|^2`. Adam, cosine decay from ``lr`` to
+    ``lr / 10``.
+
+    Args:
+        model: the network (its scale is fitted here).
+        fine (Tensor): ``[T, C, H, W]`` complete training maps.
+        cond (Tensor, optional): ``[T, cond_features]`` external vectors (UrbanFM).
+        patterns, steps, batch_size, lr, seed, progress: the schedule above.
+
+    Returns:
+        the trained ``model`` (in eval mode; ``model.train_seconds`` set).
+    """
+    N = model.factor
+    H, W = model.coarse_size[0] * N, model.coarse_size[1] * N
+    _check_maps("fine", fine, model.channels, (H, W))
+    if not bool(torch.isfinite(fine).all()):
+        raise ValueError("'fine' training maps must be complete (NaN/inf found)")
+    pats = [SparsePattern.parse(p) for p in patterns]
+    if not pats:
+        raise ValueError("'patterns' must not be empty")
+    if model.cond_features and (cond is None or tuple(cond.shape) != (fine.shape[0],
+                                                                      model.cond_features)):
+        got = None if cond is None else tuple(cond.shape)
+        raise ValueError(f"'cond' must have shape [T={fine.shape[0]}, "
+                         f"{model.cond_features}] (got {got})")
+    gen = torch.Generator().manual_seed(int(seed))
+    fine = fine.float()
+    model.fit_scale(fine)
+    coarse = coarsen(fine, N)
+    target = fine / model.scale[:, None, None]
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps))))
+    model.train()
+    t0 = _time.perf_counter()
+    h, w = model.coarse_size
+    for _ in tqdm(range(steps), disable=not progress, desc=f"{model.name} fit"):
+        idx = torch.randint(fine.shape[0], (batch_size,), generator=gen)
+        kinds = torch.randint(len(pats), (batch_size,), generator=gen).tolist()
+        seeds = torch.randint(2 ** 62, (batch_size,), generator=gen).tolist()
+        m = torch.stack([SparsePattern(pats[k].kind, pats[k].ratio, seed=s,
+                                       block=pats[k].block)(1, h, w)[0]
+                         for k, s in zip(kinds, seeds)])[:, None]
+        filled = nearest_fill(coarse[idx] * m, m.expand(-1, model.channels, -1, -1))
+        c = cond[idx].float() if model.cond_features else None
+        loss = F.mse_loss(model(filled, c), target[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    model.train_seconds = _time.perf_counter() - t0
+    return model

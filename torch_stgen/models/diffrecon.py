@@ -1,0 +1,883 @@
+r"""DiffRecon: two-stage reconstruction of complete fine-grained maps from incomplete
+coarse-grained observations.
+
+Paper: Z. Sun, H. Su, E. Wang, F. Yang, Y. Yang, W. Liu, "From Incomplete Coarse-Grained to
+Complete Fine-Grained: A Two-Stage Framework for Spatiotemporal Data Reconstruction",
+`arXiv:2410.05323 <https://arxiv.org/abs/2410.05323>`_.
+
+Given the magnification :math:`N` and incomplete coarse maps
+:math:`X^{1..t}_{inc,cg} \in \mathbb{R}^{C \times I \times J}` with observed masks
+:math:`\mathcal{C}^{1..t}`, DiffRecon infers the complete fine map
+:math:`X^{t}_{comp,fg} \in \mathbb{R}^{C \times NI \times NJ}` in two conditional DDPM stages:
+
+.. math::
+    \hat X^{t}_{comp,cg} \sim p_{\theta_C}\big(X^{t}_{cg} \,\big|\, X^{t}_{inc,cg},
+        \mathcal{C}^{t}, \mathrm{STPointFormer}(X^{t-H_C+1..t}_{inc,cg}, \mathcal{C}),
+        e^{t}\big) \qquad \text{(Diffusion-C)}
+
+    \hat X^{t}_{comp,fg} \sim p_{\theta_F}\big(X^{t}_{fg} \,\big|\, \hat X^{t}_{comp,cg},
+        \mathrm{TPatternNet}(\hat X^{t-H_F+1..t}_{comp,cg}), e^{t}\big)
+        \qquad \text{(Diffusion-F)}
+
+Both stages are :class:`~torch_stgen.nn.ConditionalDenoiser` U-Nets built from public
+conditioners: the current map enters as input channels
+(:class:`~torch_stgen.nn.conditioners.ObservedMapConditioner`), calendar / external features
+as a vector added in every block
+(:class:`~torch_stgen.nn.conditioners.ExternalConditioner`), and the history encoders
+(:class:`STPointFormerConditioner`, :class:`TPatternConditioner`, wrapping the public
+:class:`~torch_stgen.nn.STPointFormer` and :class:`~torch_stgen.nn.TPatternNet`) as
+inter-map features fused at the U-Net bottleneck (eqs. 11-13).
+
+Training (:meth:`DiffRecon.fit`) is documented there: pre-training of each stage on
+pseudo-complete coarse maps (sum-pooled fine truth), then joint training in which
+Diffusion-F learns from Diffusion-C's own completions.
+"""
+import logging
+import math
+import time as _time
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..data.grid import coarsen
+from ..data.patterns import SparsePattern
+from ..data.scalers import StandardScaler
+from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
+from ..nn import STPointFormer, TPatternNet
+from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
+                               ExternalConditioner, ObservedMapConditioner)
+
+__all__ = ["STPointFormerConditioner", "TPatternConditioner", "DiffusionC", "DiffusionF",
+           "DiffRecon", "Reconstruction"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_series(name: str, x: Tensor, channels: int, size: Tuple[int, int]) -> None:
+    want = (channels,) + tuple(size)
+    if not isinstance(x, Tensor) or x.dim() != 5 or tuple(x.shape[2:]) != want:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"batch[{name!r}] must have shape [B, T, C, h, w] = [B, T, "
+                         f"{', '.join(map(str, want))}] (got {got})")
+
+
+def _inter_down(unet_size: Tuple[int, int], grid: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+    """The U-Net bottleneck size if it divides the encoder's grid (exact sub-region stacking,
+    eqs. 24-25), else ``None`` (stack nothing; the U-Net resizes the features)."""
+    if grid[0] % unet_size[0] == 0 and grid[1] % unet_size[1] == 0:
+        return unet_size
+    return None
+
+
+# ------------------------------------------------------------------------ conditioners
+class STPointFormerConditioner(Conditioner):
+    r"""ST-PointFormer over the history of observed coarse ST-points as bottleneck features
+    (the inter-encoder of Diffusion-C, DiffRecon §IV-C, eqs. 14-25).
+
+    .. math::
+        f = \mathrm{Stack}\Big(\mathrm{STPointFormer}\big(X^{t-H+1..t} \odot
+        \mathcal{C},\ \mathcal{C},\ e^{t-H+1..t}\big)\Big)
+
+    Missing ST-points are zeroed and masked out as attention keys by
+    :class:`~torch_stgen.nn.STPointFormer`, so no missing value reaches the features.
+
+    Args:
+        channels (int): map channels :math:`C` (features per ST-point).
+        grid (tuple of int): coarse grid ``(I, J)``.
+        history (int): window length :math:`H` (the last step is the current one).
+        down (tuple of int, optional): U-Net bottleneck size; ``None`` keeps ``(I, J)``.
+        out_channels (int, optional): feature channels after the ``1 x 1`` projection.
+            (default: ``32``)
+        ext_features (int, optional): per-step external features (key ``ext_key``).
+            (default: ``0``)
+        d_model, num_layers, num_heads (int, optional): ST-PointFormer sizes.
+            (default: ``32``, ``2``, ``4``)
+        key, mask_key, ext_key (str, optional): batch keys. (default: ``"hist"``,
+            ``"hist_mask"``, ``"hist_ext"``)
+
+    Shapes:
+        - **input:** ``batch[key]``, ``batch[mask_key]`` ``[B, H, C, I, J]``;
+          ``batch[ext_key]`` ``[B, H, F_ext]``
+        - **output:** ``{'features': [B, out_channels, *down]}``
+    """
+
+    def __init__(self, channels: int, grid: Tuple[int, int], history: int,
+                 down: Optional[Tuple[int, int]] = None, out_channels: int = 32,
+                 ext_features: int = 0, d_model: int = 32, num_layers: int = 2,
+                 num_heads: int = 4, key: str = "hist", mask_key: str = "hist_mask",
+                 ext_key: str = "hist_ext"):
+        super().__init__()
+        self.channels, self.grid, self.history = int(channels), tuple(grid), int(history)
+        self.key, self.mask_key, self.ext_key = key, mask_key, ext_key
+        self.ext_features = int(ext_features)
+        self.former = STPointFormer(self.channels, d_model=d_model, num_layers=num_layers,
+                                    num_heads=num_heads, history=self.history,
+                                    grid=self.grid, ext_features=self.ext_features,
+                                    down=down, time_pool="mean", out_channels=out_channels)
+        self.feature_channels = int(out_channels)
+
+    def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        x, m = batch[self.key], batch[self.mask_key]
+        for name, v in ((self.key, x), (self.mask_key, m)):
+            _check_series(name, v, self.channels, self.grid)
+            if v.shape[1] != self.history:
+                raise ValueError(f"batch[{name!r}] must hold history={self.history} steps "
+                                 f"(got {v.shape[1]})")
+        B, H, C, I, J = x.shape
+        pts = x.permute(0, 1, 3, 4, 2).reshape(B, H, I * J, C)
+        msk = m.permute(0, 1, 3, 4, 2).reshape(B, H, I * J, C)
+        ext = batch[self.ext_key] if self.ext_features else None
+        z = self.former(pts, msk, ext)
+        return {"features": self.former.stack(z)}
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, grid={self.grid}, history={self.history}, "
+                f"feature_channels={self.feature_channels}")
+
+
+class TPatternConditioner(Conditioner):
+    r"""T-PatternNet over the completed coarse series as bottleneck features (the
+    inter-encoder of Diffusion-F, DiffRecon §IV-D, eqs. 26-34).
+
+    .. math::
+        f = \mathrm{Stack}\Big(\mathrm{TPatternNet}\big(\hat X^{t-H+1..t}_{comp,cg}\big)\Big)
+
+    The ``C x I x J`` map of each step is flattened cell-major (channel ``n * C + c`` for
+    cell ``n = i J + j``), so :meth:`~torch_stgen.nn.TPatternNet.stack` maps features back to
+    their cells.
+
+    Args:
+        channels (int): map channels :math:`C`.
+        grid (tuple of int): coarse grid ``(I, J)``.
+        history (int): series length :math:`H` (the last step is the current one).
+        down (tuple of int, optional): U-Net bottleneck size; ``None`` keeps ``(I, J)``.
+        out_channels (int, optional): feature channels. (default: ``32``)
+        d_model, d_ff, num_layers, top_k, num_kernels (int, optional): T-PatternNet sizes.
+            (default: ``32``, ``32``, ``2``, ``3``, ``3``)
+        key (str, optional): batch key. (default: ``"series"``)
+
+    Shapes:
+        - **input:** ``batch[key]`` ``[B, H, C, I, J]``
+        - **output:** ``{'features': [B, out_channels, *down]}``
+    """
+
+    def __init__(self, channels: int, grid: Tuple[int, int], history: int,
+                 down: Optional[Tuple[int, int]] = None, out_channels: int = 32,
+                 d_model: int = 32, d_ff: int = 32, num_layers: int = 2, top_k: int = 3,
+                 num_kernels: int = 3, key: str = "series"):
+        super().__init__()
+        self.channels, self.grid, self.history = int(channels), tuple(grid), int(history)
+        self.key = key
+        n = self.grid[0] * self.grid[1]
+        self.net = TPatternNet(self.channels * n, self.history, d_model=d_model, d_ff=d_ff,
+                               num_layers=num_layers, top_k=top_k, num_kernels=num_kernels,
+                               grid=self.grid, down=down, time_pool="flatten",
+                               out_channels=out_channels)
+        self.feature_channels = int(out_channels)
+
+    def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        x = batch[self.key]
+        _check_series(self.key, x, self.channels, self.grid)
+        if x.shape[1] != self.history:
+            raise ValueError(f"batch[{self.key!r}] must hold history={self.history} steps "
+                             f"(got {x.shape[1]})")
+        B, H, C, I, J = x.shape
+        seq = x.permute(0, 1, 3, 4, 2).reshape(B, H, I * J * C)
+        return {"features": self.net.stack(self.net(seq))}
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, grid={self.grid}, history={self.history}, "
+                f"feature_channels={self.feature_channels}")
+
+
+# ------------------------------------------------------------------------ stages
+class _Stage(nn.Module):
+    """Shared machinery of the two conditional DDPM stages."""
+
+    def __init__(self, conditioners: List[Conditioner], data_channels: int,
+                 num_train_timesteps: int, beta_schedule: str, prediction_type: str,
+                 unet_kwargs: dict):
+        super().__init__()
+        self.data_channels = int(data_channels)
+        self.denoiser = ConditionalDenoiser.build(ConditionerStack(conditioners),
+                                                  data_channels=self.data_channels,
+                                                  inter_resize="nearest", **unet_kwargs)
+        self.scheduler = DDPMScheduler(num_train_timesteps, beta_schedule=beta_schedule,
+                                       prediction_type=prediction_type)
+
+    def loss(self, batch: Dict[str, Tensor], target: Tensor,
+             generator: Optional[torch.Generator] = None) -> Tensor:
+        r"""Denoising loss (DDPM eq. 14, simplified objective) of the stage on
+        ``target`` ``[B, C, H, W]`` given the conditioning ``batch``."""
+        return diffusion_loss(lambda x, t: self.denoiser(x, t, batch), target,
+                              self.scheduler, generator=generator)
+
+    def sampler(self, kind: str) -> Union[DDPMScheduler, DDIMScheduler]:
+        cfg = self.scheduler.config
+        common = dict(num_train_timesteps=cfg.num_train_timesteps,
+                      beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type)
+        if cfg.beta_schedule != "cosine":
+            common.update(beta_start=cfg.beta_start, beta_end=cfg.beta_end)
+        if kind == "ddim":
+            return DDIMScheduler(**common)
+        if kind == "ddpm":
+            return DDPMScheduler(**common)
+        raise ValueError(f"'sampler' must be 'ddim' or 'ddpm' (got {kind!r})")
+
+    @torch.no_grad()
+    def generate(self, batch: Dict[str, Tensor], x_T: Tensor, sampler: str = "ddim",
+                 steps: int = 20, generator: Optional[torch.Generator] = None) -> Tensor:
+        r"""Reverse chain from ``x_T`` ``[S * B, C, H, W]`` for ``S`` samples of each of the
+        ``B`` conditions in ``batch``. The conditioner runs **once** per condition (it does
+        not depend on the diffusion step); its outputs are repeated for the ``S`` samples
+        (sample ``s`` of condition ``b`` is row ``s * B + b``)."""
+        den = self.denoiser
+        B = next(iter(batch.values())).shape[0]
+        if x_T.shape[0] % B:
+            raise ValueError(f"'x_T' must have S * B rows for B={B} conditions "
+                             f"(got {x_T.shape[0]})")
+        S = x_T.shape[0] // B
+        out = den.conditions(batch, B)
+        rep = {k: v.repeat(S, *([1] * (v.dim() - 1))) for k, v in out.items()}
+
+        def fn(x, t):
+            xin = torch.cat([x, rep["map"]], dim=1) if "map" in rep else x
+            return den.unet(xin, t, cond=rep.get("vector"), inter=rep.get("features"))
+
+        return sample(fn, self.sampler(sampler), num_inference_steps=steps,
+                      generator=generator, x_T=x_T)
+
+
+class DiffusionC(_Stage):
+    r"""Diffusion-C: conditional DDPM that completes the incomplete coarse map
+    (DiffRecon §IV-B/C).
+
+    The denoiser :math:`\epsilon_{\theta_C}` is a :class:`~torch_stgen.nn.UNet2D` whose
+    encoder is the *intra-map* encoder of the noisy current map; the conditioning is
+
+    .. math::
+        \big[X^{t}_{inc,cg} \odot \mathcal{C}^t \,\|\, \mathcal{C}^t\big] \text{ (input
+        channels)},\quad e^t \text{ (vector, every block)},\quad
+        \mathrm{STPointFormer}(X^{t-H+1..t}_{inc,cg}) \text{ (bottleneck, eqs. 11-13)}
+
+    and training minimises the DDPM loss on the complete coarse map (pseudo-complete:
+    sum-pooled fine truth).
+
+    Args:
+        channels (int): map channels :math:`C`.
+        grid (tuple of int): coarse grid ``(I, J)``.
+        history (int, optional): ST-PointFormer window :math:`H_C`. (default: ``8``)
+        use_time (bool, optional): condition on ``[hour, weekday, holiday]``.
+            (default: ``True``)
+        ext_features (int, optional): external covariates per step. (default: ``0``)
+        use_stpointformer (bool, optional): the inter-encoder (``False``: the paper's
+            "w/o ST-PointFormer" ablation). (default: ``True``)
+        model_channels, channel_mult, num_res_blocks: U-Net sizes.
+            (default: ``32``, ``(1, 2)``, ``1``)
+        cond_dim (int, optional): size of the time/external vector. (default: ``32``)
+        inter_channels (int, optional): ST-PointFormer feature channels. (default: ``32``)
+        d_model, num_layers, num_heads: ST-PointFormer sizes. (default: ``32``, ``2``, ``4``)
+        num_train_timesteps, beta_schedule, prediction_type: the DDPM.
+            (default: ``1000``, ``"linear"``, ``"epsilon"``)
+
+    Batch keys: ``obs``, ``mask`` ``[B, C, I, J]``; ``time`` ``[B, 3]``; ``ext``
+    ``[B, F_ext]``; ``hist``, ``hist_mask`` ``[B, H_C, C, I, J]``; ``hist_ext``
+    ``[B, H_C, 5 + F_ext]`` (cyclic calendar features and covariates of each step; only
+    the covariates when ``use_time=False``).
+    """
+
+    def __init__(self, channels: int, grid: Tuple[int, int], history: int = 8,
+                 use_time: bool = True, ext_features: int = 0,
+                 use_stpointformer: bool = True, model_channels: int = 32,
+                 channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
+                 cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
+                 num_layers: int = 2, num_heads: int = 4, num_train_timesteps: int = 1000,
+                 beta_schedule: str = "linear", prediction_type: str = "epsilon"):
+        grid = (int(grid[0]), int(grid[1]))
+        conds: List[Conditioner] = [ObservedMapConditioner(channels, key="obs",
+                                                           mask_key="mask")]
+        if use_time or ext_features > 0:
+            conds.append(ExternalConditioner(cond_dim, ext_features=ext_features,
+                                             use_time=use_time, time_key="time",
+                                             ext_key="ext"))
+        m = 2 ** (len(tuple(channel_mult)) - 1)
+        bott = (-(-grid[0] // m), -(-grid[1] // m))
+        if use_stpointformer:
+            conds.append(STPointFormerConditioner(
+                channels, grid, history, down=_inter_down(bott, grid),
+                out_channels=inter_channels,
+                ext_features=(5 if use_time else 0) + ext_features, d_model=d_model,
+                num_layers=num_layers, num_heads=num_heads))
+        super().__init__(conds, channels, num_train_timesteps, beta_schedule,
+                         prediction_type, dict(model_channels=model_channels,
+                                               channel_mult=tuple(channel_mult),
+                                               num_res_blocks=num_res_blocks,
+                                               mid_attention=False))
+        self.channels, self.grid, self.history = int(channels), grid, int(history)
+        self.use_time, self.ext_features = bool(use_time), int(ext_features)
+        self.use_stpointformer = bool(use_stpointformer)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, grid={self.grid}, history={self.history}, "
+                f"stpointformer={self.use_stpointformer}")
+
+
+class DiffusionF(_Stage):
+    r"""Diffusion-F: conditional DDPM that infers the fine map from the completed coarse map
+    (DiffRecon §IV-B/D).
+
+    .. math::
+        \big[\mathrm{Up}_N(\hat X^{t}_{comp,cg})\big] \text{ (input channels)},\quad
+        e^t \text{ (vector)},\quad
+        \mathrm{TPatternNet}(\hat X^{t-H+1..t}_{comp,cg}) \text{ (bottleneck, eqs. 11-13)}
+
+    where :math:`\mathrm{Up}_N` repeats each coarse cell over its :math:`N \times N` fine
+    cells.
+
+    Args:
+        channels (int): map channels :math:`C`.
+        grid (tuple of int): coarse grid ``(I, J)``; the fine grid is ``(N I, N J)``.
+        factor (int): magnification :math:`N`.
+        history (int, optional): T-PatternNet series length :math:`H_F`. (default: ``24``)
+        use_time, ext_features: as in :class:`DiffusionC`.
+        use_tpatternnet (bool, optional): the inter-encoder (``False``: "w/o T-PatternNet").
+            (default: ``True``)
+        model_channels, channel_mult, num_res_blocks, cond_dim, inter_channels: U-Net sizes.
+        d_model, num_layers, top_k: T-PatternNet sizes. (default: ``32``, ``2``, ``3``)
+        num_train_timesteps, beta_schedule, prediction_type: the DDPM.
+
+    Batch keys: ``coarse`` ``[B, C, I, J]`` (completed, standardised), ``time``, ``ext``,
+    ``series`` ``[B, H_F, C, I, J]``.
+    """
+
+    def __init__(self, channels: int, grid: Tuple[int, int], factor: int, history: int = 24,
+                 use_time: bool = True, ext_features: int = 0,
+                 use_tpatternnet: bool = True, model_channels: int = 32,
+                 channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
+                 cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
+                 num_layers: int = 2, top_k: int = 3, num_train_timesteps: int = 1000,
+                 beta_schedule: str = "linear", prediction_type: str = "epsilon"):
+        grid = (int(grid[0]), int(grid[1]))
+        factor = int(factor)
+        conds: List[Conditioner] = [ObservedMapConditioner(channels, key="coarse",
+                                                           mask_key=None, upsample=factor)]
+        if use_time or ext_features > 0:
+            conds.append(ExternalConditioner(cond_dim, ext_features=ext_features,
+                                             use_time=use_time, time_key="time",
+                                             ext_key="ext"))
+        m = 2 ** (len(tuple(channel_mult)) - 1)
+        bott = (-(-grid[0] * factor // m), -(-grid[1] * factor // m))
+        if use_tpatternnet:
+            conds.append(TPatternConditioner(channels, grid, history,
+                                             down=_inter_down(bott, grid),
+                                             out_channels=inter_channels, d_model=d_model,
+                                             d_ff=d_model, num_layers=num_layers,
+                                             top_k=top_k))
+        super().__init__(conds, channels, num_train_timesteps, beta_schedule,
+                         prediction_type, dict(model_channels=model_channels,
+                                               channel_mult=tuple(channel_mult),
+                                               num_res_blocks=num_res_blocks,
+                                               mid_attention=False))
+        self.channels, self.grid, self.factor = int(channels), grid, factor
+        self.history = int(history)
+        self.use_time, self.ext_features = bool(use_time), int(ext_features)
+        self.use_tpatternnet = bool(use_tpatternnet)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, grid={self.grid}, factor={self.factor}, "
+                f"history={self.history}, tpatternnet={self.use_tpatternnet}")
+
+
+# ------------------------------------------------------------------------ the model
+class Reconstruction(NamedTuple):
+    """Output of :meth:`DiffRecon.reconstruct` (original units).
+
+    Attributes:
+        fine: ``[T', C, NI, NJ]`` point estimate (mean or median over samples).
+        spread: ``[T', C, NI, NJ]`` standard deviation over the samples (0 for one sample).
+        coarse: ``[T', C, I, J]`` completed coarse maps (point estimate; observed cells keep
+            their observed values).
+        samples: ``[S, T', C, NI, NJ]`` the fine samples, or ``None`` unless requested.
+    """
+    fine: Tensor
+    spread: Tensor
+    coarse: Tensor
+    samples: Optional[Tensor] = None
+
+
+def _windows(x: Tensor, t_index: Tensor, length: int) -> Tensor:
+    """``x`` ``[T, ...]`` -> ``[len(t_index), length, ...]`` windows ending at each index
+    (inclusive). Indices before 0 are clamped to 0 (callers mask or replicate them)."""
+    offs = torch.arange(-length + 1, 1)
+    idx = (t_index[:, None] + offs[None, :]).clamp_min(0)
+    return x[idx]
+
+
+def _calendar_inputs(time: Optional[Tensor], ext: Optional[Tensor], T: int,
+                     use_time: bool, ext_features: int) -> Tuple[Optional[Tensor],
+                                                                 Optional[Tensor],
+                                                                 Tensor]:
+    """Validate ``time`` ``[T, 3]`` / ``ext`` ``[T, F]`` and build the per-step ST-point
+    features ``[T, 5 * use_time + F]`` (cyclic hour / weekday, holiday, covariates)."""
+    parts = []
+    if use_time:
+        if time is None or time.dim() != 2 or tuple(time.shape) != (T, 3):
+            got = None if time is None else tuple(time.shape)
+            raise ValueError(f"'time' must have shape [T, 3] = [{T}, 3] (hour, weekday, "
+                             f"holiday; got {got}); the model was built with use_time=True")
+        time = time.float()
+        a = 2 * math.pi * time[:, 0] / 24.0
+        b = 2 * math.pi * time[:, 1] / 7.0
+        parts.append(torch.stack([a.sin(), a.cos(), b.sin(), b.cos(), time[:, 2]], 1))
+    if ext_features:
+        if ext is None or ext.dim() != 2 or tuple(ext.shape) != (T, ext_features):
+            got = None if ext is None else tuple(ext.shape)
+            raise ValueError(f"'ext' must have shape [T, F_ext] = [{T}, {ext_features}] "
+                             f"(got {got})")
+        if not bool(torch.isfinite(ext).all()):
+            raise ValueError("'ext' has NaN/inf values")
+        ext = ext.float()
+        parts.append(ext)
+    step_feats = torch.cat(parts, 1) if parts else torch.zeros(T, 0)
+    return time, ext, step_feats
+
+
+class DiffRecon(nn.Module):
+    r"""DiffRecon (`arXiv:2410.05323 <https://arxiv.org/abs/2410.05323>`_): Diffusion-C
+    (coarse completion) followed by Diffusion-F (fine inference).
+
+    The model works in standardised units: coarse maps with per-channel statistics of the
+    observed training coarse values, fine maps with those of the training fine maps
+    (:class:`~torch_stgen.data.StandardScaler`, fitted in :meth:`fit` and stored as
+    buffers); :meth:`reconstruct` takes and returns original units.
+
+    Args:
+        channels (int): map channels :math:`C` (e.g. 2 for in/out flow).
+        coarse_size (tuple of int): coarse grid ``(I, J)``.
+        factor (int): magnification :math:`N`.
+        history_c (int, optional): Diffusion-C's ST-PointFormer window. (default: ``8``)
+        history_f (int, optional): Diffusion-F's T-PatternNet series length (24 hourly
+            steps see the daily cycle). (default: ``24``)
+        use_time (bool, optional): calendar conditioning. (default: ``True``)
+        ext_features (int, optional): external covariates per step. (default: ``0``)
+        use_stpointformer, use_tpatternnet (bool, optional): the inter-encoders
+            (ablations). (default: ``True``)
+        model_channels (int, optional): U-Net width of both stages. (default: ``32``)
+        channel_mult (sequence of int, optional): (default: ``(1, 2)``)
+        num_res_blocks (int, optional): (default: ``1``)
+        d_model (int, optional): ST-PointFormer / T-PatternNet width. (default: ``32``)
+        num_train_timesteps (int, optional): DDPM steps. (default: ``1000``)
+        beta_schedule (str, optional): (default: ``"linear"``)
+        prediction_type (str, optional): ``"epsilon"`` (DDPM) or ``"sample"``
+            (:math:`x_0`-prediction). (default: ``"epsilon"``)
+
+    Example::
+
+        model = DiffRecon(channels=2, coarse_size=(8, 4), factor=2)
+        model.fit(train_fine, time=train_time, patterns=["random:0.4", "block"])
+        out = model.reconstruct(coarse * mask, mask, time=test_time, num_samples=8)
+        out.fine            # [T, 2, 16, 8]
+    """
+
+    def __init__(self, channels: int, coarse_size: Tuple[int, int], factor: int,
+                 history_c: int = 8, history_f: int = 24, use_time: bool = True,
+                 ext_features: int = 0, use_stpointformer: bool = True,
+                 use_tpatternnet: bool = True, model_channels: int = 32,
+                 channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
+                 d_model: int = 32, num_train_timesteps: int = 1000,
+                 beta_schedule: str = "linear", prediction_type: str = "epsilon"):
+        super().__init__()
+        for name, v in (("channels", channels), ("factor", factor), ("history_c", history_c),
+                        ("history_f", history_f)):
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"'{name}' must be a positive integer (got {v!r})")
+        if len(tuple(coarse_size)) != 2 or min(coarse_size) < 1:
+            raise ValueError(f"'coarse_size' must be (I, J) with positive sizes "
+                             f"(got {coarse_size!r})")
+        self.channels, self.factor = int(channels), int(factor)
+        self.coarse_size = (int(coarse_size[0]), int(coarse_size[1]))
+        self.fine_size = (self.coarse_size[0] * self.factor, self.coarse_size[1] * self.factor)
+        self.history_c, self.history_f = int(history_c), int(history_f)
+        self.use_time, self.ext_features = bool(use_time), int(ext_features)
+        sizes = dict(model_channels=model_channels, channel_mult=tuple(channel_mult),
+                     num_res_blocks=num_res_blocks, d_model=d_model,
+                     num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                     prediction_type=prediction_type, use_time=use_time,
+                     ext_features=ext_features)
+        self.stage_c = DiffusionC(channels, self.coarse_size, history_c,
+                                  use_stpointformer=use_stpointformer, **sizes)
+        self.stage_f = DiffusionF(channels, self.coarse_size, factor, history_f,
+                                  use_tpatternnet=use_tpatternnet, **sizes)
+        for name in ("coarse_mean", "coarse_std", "fine_mean", "fine_std"):
+            self.register_buffer(name, torch.full((self.channels,), float("nan")))
+        #: what :meth:`fit` did (phases, steps, seconds, final losses)
+        self.history_log: Dict[str, object] = {}
+
+    # -------------------------------------------------------------- scaling
+    @property
+    def fitted(self) -> bool:
+        return bool(torch.isfinite(self.coarse_mean).all())
+
+    def _check_fitted(self):
+        if not self.fitted:
+            raise RuntimeError("DiffRecon is not fitted: call fit() (or load a state dict) "
+                               "before reconstruct()")
+
+    @staticmethod
+    def _scale(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        return (x - mean[:, None, None]) / std[:, None, None]
+
+    @staticmethod
+    def _unscale(z: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        return z * std[:, None, None] + mean[:, None, None]
+
+    def fit_scalers(self, fine: Tensor) -> None:
+        """Fit the per-channel coarse / fine standardisation on training fine maps
+        ``[T, C, NI, NJ]`` (the coarse statistics on their sum-pooled maps)."""
+        s_f = StandardScaler().fit(fine, channel_dim=1)
+        s_c = StandardScaler().fit(coarsen(fine, self.factor), channel_dim=1)
+        self.fine_mean.copy_(s_f.mean.reshape(-1).float())
+        self.fine_std.copy_(s_f.std.reshape(-1).float())
+        self.coarse_mean.copy_(s_c.mean.reshape(-1).float())
+        self.coarse_std.copy_(s_c.std.reshape(-1).float())
+
+    # -------------------------------------------------------------- batches
+    def _c_batch(self, zc_obs: Tensor, mask: Tensor, t_idx: Tensor, time: Optional[Tensor],
+                 ext: Optional[Tensor], step_feats: Tensor) -> Dict[str, Tensor]:
+        """Diffusion-C conditioning for targets ``t_idx`` of a series of standardised,
+        zero-at-missing coarse maps ``zc_obs`` with observed ``mask`` ``[T, C, I, J]``.
+        Window steps before the series start are missing (mask 0)."""
+        H = self.history_c
+        batch = {"obs": zc_obs[t_idx], "mask": mask[t_idx]}
+        if self.stage_c.use_stpointformer:
+            valid = ((t_idx[:, None] + torch.arange(-H + 1, 1)[None, :]) >= 0).float()
+            batch["hist"] = _windows(zc_obs, t_idx, H) * valid[:, :, None, None, None]
+            batch["hist_mask"] = _windows(mask, t_idx, H) * valid[:, :, None, None, None]
+            if step_feats.shape[1]:
+                batch["hist_ext"] = _windows(step_feats, t_idx, H)
+        self._add_calendar(batch, t_idx, time, ext)
+        return batch
+
+    def _f_batch(self, zc_comp: Tensor, t_idx: Tensor, time: Optional[Tensor],
+                 ext: Optional[Tensor]) -> Dict[str, Tensor]:
+        """Diffusion-F conditioning from a series of completed standardised coarse maps
+        ``zc_comp`` ``[T, C, I, J]`` (steps before the start replicate the first map)."""
+        batch = {"coarse": zc_comp[t_idx]}
+        if self.stage_f.use_tpatternnet:
+            batch["series"] = _windows(zc_comp, t_idx, self.history_f)
+        self._add_calendar(batch, t_idx, time, ext)
+        return batch
+
+    def _add_calendar(self, batch, t_idx, time, ext):
+        if self.use_time:
+            batch["time"] = time[t_idx]
+        if self.ext_features:
+            batch["ext"] = ext[t_idx]
+
+    # -------------------------------------------------------------- training
+    @staticmethod
+    def _draw_masks(patterns: List[SparsePattern], n: int, T: int, size: Tuple[int, int],
+                    gen: torch.Generator) -> Tensor:
+        """``n`` mask windows ``[n, T, I, J]``, each from a uniformly drawn pattern with a
+        fresh seed (never the evaluation seed stream)."""
+        kinds = torch.randint(len(patterns), (n,), generator=gen).tolist()
+        seeds = torch.randint(2 ** 62, (n,), generator=gen).tolist()
+        out = torch.empty(n, T, *size)
+        for i, (k, s) in enumerate(zip(kinds, seeds)):
+            p = patterns[k]
+            out[i] = SparsePattern(p.kind, p.ratio, seed=s, block=p.block)(T, *size)
+        return out
+
+    @torch.no_grad()
+    def _complete_series(self, zc: Tensor, patterns: List[SparsePattern], time, ext,
+                         step_feats, gen: torch.Generator, steps: int, batch_size: int
+                         ) -> Tensor:
+        """Diffusion-C's own completions of the training series under simulated masks, one
+        mask series per pattern: ``[P, T, C, I, J]`` (observed cells keep the truth)."""
+        T = zc.shape[0]
+        outs = []
+        for p in patterns:
+            m = SparsePattern(p.kind, p.ratio, seed=int(torch.randint(2 ** 62, (1,),
+                                                                      generator=gen)),
+                              block=p.block)(T, *self.coarse_size)
+            m = m[:, None].expand(-1, self.channels, -1, -1).contiguous()
+            obs = zc * m
+            comp = torch.empty_like(zc)
+            x_T = torch.randn(zc.shape, generator=gen)
+            for s in range(0, T, batch_size):
+                idx = torch.arange(s, min(T, s + batch_size))
+                b = self._c_batch(obs, m, idx, time, ext, step_feats)
+                comp[idx] = self.stage_c.generate(b, x_T[idx], "ddim", steps, gen)
+            outs.append(torch.where(m.bool(), zc, comp))
+        return torch.stack(outs)
+
+    def fit(self, fine: Tensor, time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
+            patterns: Sequence[Union[str, SparsePattern]] = ("random:0.4",),
+            pretrain_steps: int = 2000, joint_steps: int = 500, batch_size: int = 64,
+            lr: float = 1e-3, pretrain: bool = True, joint: bool = True,
+            joint_refresh: int = 250, joint_sampling_steps: int = 10, seed: int = 0,
+            progress: bool = False) -> "DiffRecon":
+        r"""Train both stages on complete training fine maps.
+
+        Masks are *simulated*: every training window gets a mask drawn from a uniformly
+        chosen entry of ``patterns`` with a fresh seed (fixed: the same cells missing over
+        the whole window; random: new cells at each step; block: the block), so the model
+        learns to complete any mask of those kinds and never sees an evaluation mask.
+
+        **Pre-training** (``pretrain_steps`` iterations, each stage on its own loss):
+
+        .. math::
+            \mathcal{L}_C = \mathbb{E}\,\|\epsilon - \epsilon_{\theta_C}(X^t_{cg,\tau},
+            \tau \mid X^t_{cg} \odot \mathcal{C}, \mathcal{C}, \text{hist}, e)\|^2, \quad
+            \mathcal{L}_F = \mathbb{E}\,\|\epsilon - \epsilon_{\theta_F}(X^t_{fg,\tau},
+            \tau \mid X^t_{cg}, X^{t-H_F+1..t}_{cg}, e)\|^2
+
+        with :math:`X_{cg} = \mathrm{coarsen}(X_{fg}, N)` the pseudo-complete coarse map
+        (sum-pooled fine truth) both as Diffusion-C's target and as Diffusion-F's
+        condition. The two losses share no parameter, so one Adam step on
+        :math:`\mathcal{L}_C + \mathcal{L}_F` is exactly two separate pre-trainings run
+        side by side.
+
+        **Joint training** (``joint_steps`` iterations): every ``joint_refresh``
+        iterations Diffusion-C completes the whole training series (DDIM,
+        ``joint_sampling_steps`` steps, one simulated mask series per pattern, observed
+        cells kept); Diffusion-F is then trained on those completions (current map *and*
+        T-PatternNet series) instead of the truth, while Diffusion-C keeps training on
+        :math:`\mathcal{L}_C`; one optimiser step on :math:`\mathcal{L}_C +
+        \mathcal{L}_F^{joint}`. Gradients do not flow through the sampler (the
+        completions are detached), so "joint" means that Diffusion-F adapts to the
+        errors Diffusion-C actually makes.
+
+        Ablations: ``pretrain=False`` runs only the joint phase for
+        ``pretrain_steps + joint_steps`` iterations (Diffusion-F learns from an untrained
+        Diffusion-C's completions at first); ``joint=False`` runs only pre-training for
+        ``pretrain_steps + joint_steps`` iterations. The learning rate follows a cosine
+        decay from ``lr`` to ``lr / 10`` over all iterations (AdamW, gradient clipping 1).
+
+        Args:
+            fine (Tensor): complete training fine maps ``[T, C, NI, NJ]`` (consecutive
+                steps).
+            time (Tensor, optional): ``[T, 3]`` hour, weekday (Monday 0), holiday flag;
+                required when ``use_time``.
+            ext (Tensor, optional): ``[T, F_ext]`` covariates; required when
+                ``ext_features > 0``.
+            patterns (sequence): pattern specs (``"fixed:0.4"``, ``"block"``, ...) or
+                :class:`~torch_stgen.data.SparsePattern` objects.
+            pretrain_steps, joint_steps, batch_size, lr, pretrain, joint, joint_refresh,
+            joint_sampling_steps: the schedule above.
+            seed (int, optional): seeds initialisation-independent randomness (batches,
+                masks, noise). (default: ``0``)
+            progress (bool, optional): tqdm bars. (default: ``False``)
+
+        Returns:
+            ``self`` (``self.history_log`` records what ran).
+        """
+        if not isinstance(fine, Tensor) or fine.dim() != 4 or fine.shape[1] != self.channels \
+                or tuple(fine.shape[2:]) != self.fine_size:
+            got = tuple(fine.shape) if isinstance(fine, Tensor) else type(fine).__name__
+            raise ValueError(f"'fine' must have shape [T, C, NI, NJ] = [T, {self.channels}, "
+                             f"{self.fine_size[0]}, {self.fine_size[1]}] (got {got})")
+        if not bool(torch.isfinite(fine).all()):
+            raise ValueError("'fine' training maps must be complete (NaN/inf found): "
+                             "DiffRecon trains on complete fine truth")
+        T = fine.shape[0]
+        need = max(self.history_c, self.history_f)
+        if T < need + 1:
+            raise ValueError(f"'fine' has T={T} steps; training needs more than "
+                             f"max(history_c, history_f)={need}")
+        pats = [SparsePattern.parse(p) for p in patterns]
+        if not pats:
+            raise ValueError("'patterns' must not be empty")
+        time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
+                                                 self.ext_features)
+        gen = torch.Generator().manual_seed(int(seed))
+        self.fit_scalers(fine.float())
+        zf = self._scale(fine.float(), self.fine_mean, self.fine_std)
+        zc = self._scale(coarsen(fine.float(), self.factor), self.coarse_mean,
+                         self.coarse_std)
+        targets = torch.arange(need - 1, T)
+        n_pre = pretrain_steps + (0 if joint else joint_steps) if pretrain else 0
+        n_joint = (joint_steps + (0 if pretrain else pretrain_steps)) if joint else 0
+        total = max(1, n_pre + n_joint)
+        opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+        self.train()
+        log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "patterns":
+                [p.name for p in pats], "batch_size": batch_size}
+        t0 = _time.perf_counter()
+        comp = None
+        bar = tqdm(range(n_pre + n_joint), disable=not progress, desc="DiffRecon fit")
+        loss_c = loss_f = torch.zeros(())
+        for it in bar:
+            joint_phase = it >= n_pre
+            if joint_phase and (it - n_pre) % max(1, joint_refresh) == 0:
+                self.eval()
+                comp = self._complete_series(zc, pats, time, ext, step_feats, gen,
+                                             joint_sampling_steps, 512)
+                self.train()
+            t_idx = targets[torch.randint(len(targets), (batch_size,), generator=gen)]
+            # Diffusion-C on simulated masks
+            m = self._draw_masks(pats, batch_size, self.history_c, self.coarse_size, gen)
+            m = m[:, :, None].expand(-1, -1, self.channels, -1, -1)
+            obs_win = _windows(zc, t_idx, self.history_c) * m
+            b_c = {"obs": obs_win[:, -1], "mask": m[:, -1]}
+            if self.stage_c.use_stpointformer:
+                b_c["hist"], b_c["hist_mask"] = obs_win, m
+                if step_feats.shape[1]:
+                    b_c["hist_ext"] = _windows(step_feats, t_idx, self.history_c)
+            self._add_calendar(b_c, t_idx, time, ext)
+            loss_c = self.stage_c.loss(b_c, zc[t_idx], gen)
+            # Diffusion-F on the truth (pre-training) or on Diffusion-C's completions
+            if joint_phase:
+                p_idx = torch.randint(comp.shape[0], (batch_size,), generator=gen)
+                src = comp[p_idx]                                   # [B, T, C, I, J]
+                offs = (t_idx[:, None] + torch.arange(-self.history_f + 1, 1)).clamp_min(0)
+                series = src[torch.arange(batch_size)[:, None], offs]
+                b_f = {"coarse": series[:, -1]}
+                if self.stage_f.use_tpatternnet:
+                    b_f["series"] = series
+                self._add_calendar(b_f, t_idx, time, ext)
+            else:
+                b_f = self._f_batch(zc, t_idx, time, ext)
+            loss_f = self.stage_f.loss(b_f, zf[t_idx], gen)
+            opt.zero_grad(set_to_none=True)
+            (loss_c + loss_f).backward()
+            torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            if progress and it % 20 == 0:
+                bar.set_postfix(phase="joint" if joint_phase else "pre",
+                                loss_c=f"{loss_c.item():.3f}", loss_f=f"{loss_f.item():.3f}")
+        self.eval()
+        log_.update(seconds=_time.perf_counter() - t0, final_loss_c=loss_c.item(),
+                    final_loss_f=loss_f.item())
+        self.history_log = log_
+        return self
+
+    # -------------------------------------------------------------- inference
+    @torch.no_grad()
+    def reconstruct(self, coarse: Tensor, mask: Tensor, history: int = 0,
+                    time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
+                    num_samples: int = 8, sampler: str = "ddim", steps: int = 20,
+                    batch_size: int = 256, reduce: str = "mean",
+                    mass_consistent: bool = False, seed: int = 0,
+                    return_samples: bool = False, progress: bool = False) -> Reconstruction:
+        r"""Reconstruct complete fine maps from a series of incomplete coarse maps.
+
+        Diffusion-C completes every step of the series (its ST-PointFormer sees the
+        observed points of the previous ``history_c - 1`` steps and the current one);
+        observed cells keep their observed values. Diffusion-F then infers each fine map
+        of steps ``history..T-1`` from its completed coarse map and the completed series of
+        the previous ``history_f - 1`` steps (sample ``s`` of Diffusion-F is conditioned on
+        sample ``s`` of the whole completed series). Window steps before the series start
+        are missing (Diffusion-C) or replicate the first completion (Diffusion-F).
+
+        With ``mass_consistent=True`` each fine sample is corrected so that every
+        :math:`N \times N` block sums to its completed coarse value (additive, the
+        least-squares projection onto the constraint):
+
+        .. math::
+            \tilde x^{f}_{u} = \hat x^{f}_{u} + \frac{1}{N^2}\Big(\hat x^{c}_{\pi(u)} -
+            \sum_{v \in \pi(u)} \hat x^{f}_{v}\Big)
+
+        Deterministic for a fixed ``seed``: all starting noise is drawn up front, so with
+        ``sampler="ddim"`` (:math:`\eta = 0`) the result does not depend on
+        ``batch_size`` either.
+
+        Args:
+            coarse (Tensor): ``[T, C, I, J]`` coarse maps (original units; entries with
+                ``mask == 0`` are ignored, NaN allowed there).
+            mask (Tensor): ``[T, C, I, J]`` or ``[T, 1, I, J]`` observed mask (1 observed).
+            history (int, optional): leading steps used as context only (not returned).
+                (default: ``0``)
+            time (Tensor, optional): ``[T, 3]`` hour, weekday, holiday.
+            ext (Tensor, optional): ``[T, F_ext]``.
+            num_samples (int, optional): samples per step :math:`S`. (default: ``8``)
+            sampler (str, optional): ``"ddim"`` or ``"ddpm"``. (default: ``"ddim"``)
+            steps (int, optional): reverse steps. (default: ``20``)
+            batch_size (int, optional): conditions per network call (times ``S`` maps).
+                (default: ``256``)
+            reduce (str, optional): point estimate ``"mean"`` or ``"median"``.
+                (default: ``"mean"``)
+            mass_consistent (bool, optional): see above. (default: ``False``)
+            seed (int, optional): (default: ``0``)
+            return_samples (bool, optional): keep all fine samples. (default: ``False``)
+            progress (bool, optional): tqdm bars. (default: ``False``)
+
+        Returns:
+            :class:`Reconstruction` with ``fine`` ``[T - history, C, NI, NJ]``.
+        """
+        self._check_fitted()
+        C, (I, J) = self.channels, self.coarse_size
+        if not isinstance(coarse, Tensor) or coarse.dim() != 4 or \
+                tuple(coarse.shape[1:]) != (C, I, J):
+            got = tuple(coarse.shape) if isinstance(coarse, Tensor) else type(coarse).__name__
+            raise ValueError(f"'coarse' must have shape [T, C, I, J] = [T, {C}, {I}, {J}] "
+                             f"(got {got})")
+        T = coarse.shape[0]
+        if not isinstance(mask, Tensor) or mask.dim() != 4 or mask.shape[0] != T or \
+                mask.shape[1] not in (1, C) or tuple(mask.shape[2:]) != (I, J):
+            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"'mask' must have shape [T, C, I, J] or [T, 1, I, J] = "
+                             f"[{T}, {C} or 1, {I}, {J}] (got {got})")
+        if isinstance(history, bool) or int(history) != history or not 0 <= history < T:
+            raise ValueError(f"'history' must be an integer in [0, T={T}) (got {history!r})")
+        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"'num_samples' must be a positive integer (got {num_samples!r})")
+        if reduce not in ("mean", "median"):
+            raise ValueError(f"'reduce' must be 'mean' or 'median' (got {reduce!r})")
+        if int(batch_size) < 1:
+            raise ValueError(f"'batch_size' must be positive (got {batch_size})")
+        time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
+                                                 self.ext_features)
+        m = (mask != 0).expand(T, C, I, J)
+        x = torch.where(m, coarse.float(), torch.zeros(()))
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("'coarse' has NaN/inf at observed entries (mask 1); mark them "
+                             "missing instead")
+        mf = m.float()
+        zc_obs = self._scale(x, self.coarse_mean, self.coarse_std) * mf
+        S = int(num_samples)
+        gen = torch.Generator().manual_seed(int(seed))
+        xc_T = torch.randn((S, T, C, I, J), generator=gen)
+        Tout = T - int(history)
+        xf_T = torch.randn((S, Tout, C) + self.fine_size, generator=gen)
+        bs = int(batch_size)
+        comp = torch.empty(S, T, C, I, J)
+        for s in tqdm(range(0, T, bs), disable=not progress, desc="Diffusion-C"):
+            idx = torch.arange(s, min(T, s + bs))
+            b = self._c_batch(zc_obs, mf, idx, time, ext, step_feats)
+            xT = xc_T[:, idx].reshape(-1, C, I, J)
+            out = self.stage_c.generate(b, xT, sampler, steps, gen)
+            comp[:, idx] = out.reshape(S, len(idx), C, I, J)
+        comp = torch.where(m.unsqueeze(0), zc_obs.unsqueeze(0), comp)
+        fine = torch.empty((S, Tout, C) + self.fine_size)
+        for s in tqdm(range(0, Tout, bs), disable=not progress, desc="Diffusion-F"):
+            idx = torch.arange(s, min(Tout, s + bs)) + int(history)
+            batches = [self._f_batch(comp[k], idx, time, ext) for k in range(S)]
+            b = {key: torch.cat([bb[key] for bb in batches]) for key in batches[0]}
+            # conditions differ per sample here: run them as S * B conditions, one sample each
+            xT = xf_T[:, idx - int(history)].reshape(-1, C, *self.fine_size)
+            out = self.stage_f.generate(b, xT, sampler, steps, gen)
+            fine[:, idx - int(history)] = out.reshape(S, len(idx), C, *self.fine_size)
+        fine = self._unscale(fine, self.fine_mean, self.fine_std)
+        coarse_hat = self._unscale(comp[:, int(history):], self.coarse_mean, self.coarse_std)
+        if mass_consistent:
+            N = self.factor
+            gap = coarse_hat - coarsen(fine, N)
+            fine = fine + gap.repeat_interleave(N, -2).repeat_interleave(N, -1) / (N * N)
+        point = fine.mean(0) if reduce == "mean" else fine.median(0).values
+        coarse_point = coarse_hat.mean(0) if reduce == "mean" else coarse_hat.median(0).values
+        spread = fine.std(0, unbiased=False)
+        return Reconstruction(point, spread, coarse_point, fine if return_samples else None)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(channels={self.channels}, "
+                f"coarse_size={self.coarse_size}, factor={self.factor}, "
+                f"history_c={self.history_c}, history_f={self.history_f}, "
+                f"stpointformer={self.stage_c.use_stpointformer}, "
+                f"tpatternnet={self.stage_f.use_tpatternnet})")
