@@ -1,0 +1,246 @@
+import math
+
+import pytest
+import torch
+
+from torch_stgen.data import coarsen
+from torch_stgen.models.baselines import (SRCNN, InterpolationUpsampling, UrbanFM,
+                                          fit_upsampler, nearest_fill)
+from torch_stgen.models.diffrecon import (DiffRecon, DiffusionC, DiffusionF,
+                                          STPointFormerConditioner, TPatternConditioner)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models run far faster single-threaded on a shared CPU
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _series(T=40, C=2, H=8, W=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hours = torch.arange(T) % 24
+    base = 5 + 4 * torch.sin(2 * math.pi * hours / 24)                     # daily cycle
+    shares = torch.rand(C, H, W, generator=g) + 0.5
+    fine = base[:, None, None, None] * shares + torch.rand(T, C, H, W, generator=g)
+    time = torch.stack([hours.float(), ((torch.arange(T) // 24) % 7).float(),
+                        torch.zeros(T)], 1)
+    return fine, time
+
+
+def _tiny(**kw):
+    args = dict(channels=2, coarse_size=(4, 2), factor=2, history_c=3, history_f=6,
+                model_channels=8, d_model=8, num_train_timesteps=50)
+    args.update(kw)
+    return DiffRecon(**args)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    fine, time = _series()
+    model = _tiny().fit(fine, time=time, patterns=["random:0.4", "block"],
+                        pretrain_steps=6, joint_steps=4, joint_refresh=2, batch_size=8,
+                        joint_sampling_steps=2)
+    return model, fine, time
+
+
+# ----------------------------------------------------------------------- conditioners
+def test_stpointformer_conditioner_shape_and_masking():
+    cond = STPointFormerConditioner(2, (4, 2), history=3, down=(2, 1), out_channels=5,
+                                    d_model=8)
+    assert cond.kind == ("features",) and cond.feature_channels == 5
+    x = torch.randn(3, 3, 2, 4, 2)
+    m = (torch.rand(3, 3, 2, 4, 2) > 0.5).float()
+    out = cond({"hist": x, "hist_mask": m})["features"]
+    assert out.shape == (3, 5, 2, 1)
+    # values at missing points (even NaN) never reach the features
+    x2 = torch.where(m.bool(), x, torch.full_like(x, float("nan")))
+    torch.testing.assert_close(cond({"hist": x2, "hist_mask": m})["features"], out)
+    with pytest.raises(ValueError, match="history=3"):
+        cond({"hist": x[:, :2], "hist_mask": m[:, :2]})
+    with pytest.raises(ValueError, match=r"\[B, T, C, h, w\]"):
+        cond({"hist": x[..., 0], "hist_mask": m})
+
+
+def test_tpattern_conditioner_shape_and_cell_order():
+    cond = TPatternConditioner(2, (4, 2), history=6, down=(2, 1), out_channels=7, d_model=8)
+    assert cond.kind == ("features",) and cond.feature_channels == 7
+    x = torch.randn(2, 6, 2, 4, 2)
+    assert cond({"series": x})["features"].shape == (2, 7, 2, 1)
+    # no down-stacking when the bottleneck does not divide the grid
+    cond2 = TPatternConditioner(1, (3, 3), history=6, out_channels=4, d_model=8)
+    assert cond2({"series": torch.randn(2, 6, 1, 3, 3)})["features"].shape == (2, 4, 3, 3)
+
+
+def test_stage_denoisers_are_composed_from_public_conditioners():
+    c = DiffusionC(2, (4, 2), history=3, model_channels=8, d_model=8)
+    names = [type(k).__name__ for k in c.denoiser.conditioner.conditioners]
+    assert names == ["ObservedMapConditioner", "ExternalConditioner",
+                     "STPointFormerConditioner"]
+    assert c.denoiser.unet.in_channels == 2 + 4          # data + observed map + mask
+    f = DiffusionF(2, (4, 2), 2, history=6, model_channels=8, d_model=8)
+    names = [type(k).__name__ for k in f.denoiser.conditioner.conditioners]
+    assert names == ["ObservedMapConditioner", "ExternalConditioner", "TPatternConditioner"]
+    assert f.denoiser.unet.in_channels == 2 + 2          # data + upsampled coarse
+    c0 = DiffusionC(2, (4, 2), use_stpointformer=False, model_channels=8)
+    assert c0.denoiser.unet.inter_channels == 0
+    f0 = DiffusionF(2, (4, 2), 2, use_tpatternnet=False, model_channels=8)
+    assert f0.denoiser.unet.inter_channels == 0
+    assert "stpointformer=True" in repr(c) and "tpatternnet=False" in repr(f0)
+
+
+# ----------------------------------------------------------------------- DiffRecon
+def test_fit_schedule_and_ablation_budgets():
+    fine, time = _series(T=30)
+    m = _tiny().fit(fine, time=time, pretrain_steps=2, joint_steps=1, joint_refresh=1,
+                    batch_size=4, joint_sampling_steps=1)
+    assert (m.history_log["pretrain_steps"], m.history_log["joint_steps"]) == (2, 1)
+    m = _tiny().fit(fine, time=time, pretrain_steps=2, joint_steps=1, joint=False,
+                    batch_size=4)
+    assert (m.history_log["pretrain_steps"], m.history_log["joint_steps"]) == (3, 0)
+    m = _tiny().fit(fine, time=time, pretrain_steps=2, joint_steps=1, pretrain=False,
+                    joint_refresh=10, batch_size=4, joint_sampling_steps=1)
+    assert (m.history_log["pretrain_steps"], m.history_log["joint_steps"]) == (0, 3)
+    # scalers: per-channel statistics of the training fine maps / their coarse sums
+    torch.testing.assert_close(m.fine_mean, fine.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(m.coarse_mean, coarsen(fine, 2).mean(dim=(0, 2, 3)))
+
+
+def test_joint_completions_keep_observed_truth(fitted):
+    model, fine, time = fitted
+    zc = model._scale(coarsen(fine, 2), model.coarse_mean, model.coarse_std)
+    from torch_stgen.data import SparsePattern
+    from torch_stgen.models.diffrecon import _calendar_inputs
+    _, _, feats = _calendar_inputs(time, None, fine.shape[0], True, 0)
+    comp = model._complete_series(zc, [SparsePattern("block")], time, None, feats,
+                                  torch.Generator().manual_seed(0), 2, 16)
+    assert comp.shape == (1,) + zc.shape
+    torch.testing.assert_close(comp[0, :, :, :2], zc[:, :, :2])       # observed rows
+    assert not torch.allclose(comp[0, :, :, 2:, 1], zc[:, :, 2:, 1])  # block is sampled
+
+
+def test_reconstruct_shapes_determinism_and_batch_independence(fitted):
+    model, fine, time = fitted
+    coarse = coarsen(fine, 2)
+    mask = (torch.rand(coarse.shape[0], 1, 4, 2, generator=torch.Generator().manual_seed(1))
+            > 0.4).float()
+    kw = dict(history=5, time=time, num_samples=3, steps=4)
+    a = model.reconstruct(coarse, mask, seed=7, **kw)
+    assert a.fine.shape == (35, 2, 8, 4) and a.spread.shape == (35, 2, 8, 4)
+    assert a.coarse.shape == (35, 2, 4, 2) and a.samples is None
+    assert bool((a.spread > 0).all())
+    b = model.reconstruct(coarse, mask, seed=7, batch_size=4, return_samples=True, **kw)
+    torch.testing.assert_close(a.fine, b.fine, atol=1e-4, rtol=1e-4)
+    assert b.samples.shape == (3, 35, 2, 8, 4)
+    torch.testing.assert_close(b.samples.mean(0), b.fine)
+    c = model.reconstruct(coarse, mask, seed=8, **kw)
+    assert (a.fine - c.fine).abs().max() > 1e-3
+    # observed coarse cells keep their values in the completion
+    obs = mask[5:].expand(-1, 2, -1, -1).bool()
+    torch.testing.assert_close(a.coarse[obs], coarse[5:][obs])
+    # missing values never leak: NaN / garbage at missing entries changes nothing
+    junk = torch.where(mask.bool().expand_as(coarse), coarse, torch.full_like(coarse, 1e6))
+    torch.testing.assert_close(model.reconstruct(junk, mask, seed=7, **kw).fine, a.fine)
+    nan = torch.where(mask.bool().expand_as(coarse), coarse, torch.full_like(coarse,
+                                                                            float("nan")))
+    torch.testing.assert_close(model.reconstruct(nan, mask, seed=7, **kw).fine, a.fine)
+
+
+def test_reconstruct_mass_consistent_and_median(fitted):
+    model, fine, time = fitted
+    coarse = coarsen(fine, 2)
+    mask = torch.ones(coarse.shape[0], 1, 4, 2)
+    out = model.reconstruct(coarse, mask, history=10, time=time, num_samples=3, steps=3,
+                            mass_consistent=True, return_samples=True, sampler="ddpm")
+    torch.testing.assert_close(coarsen(out.samples, 2),
+                               coarse[10:].expand(3, -1, -1, -1, -1), atol=1e-3, rtol=1e-4)
+    med = model.reconstruct(coarse, mask, history=10, time=time, num_samples=3, steps=3,
+                            reduce="median", return_samples=True)
+    torch.testing.assert_close(med.fine, med.samples.median(0).values)
+
+
+def test_reconstruct_errors(fitted):
+    model, fine, time = fitted
+    coarse = coarsen(fine, 2)
+    mask = torch.ones_like(coarse)
+    with pytest.raises(ValueError, match="'coarse' must have shape"):
+        model.reconstruct(coarse[:, :1], mask, time=time)
+    with pytest.raises(ValueError, match="'mask' must have shape"):
+        model.reconstruct(coarse, mask[:5], time=time)
+    with pytest.raises(ValueError, match="'time' must have shape"):
+        model.reconstruct(coarse, mask)
+    with pytest.raises(ValueError, match="'history'"):
+        model.reconstruct(coarse, mask, history=len(coarse), time=time)
+    with pytest.raises(ValueError, match="'sampler'"):
+        model.reconstruct(coarse, mask, time=time, sampler="heun", steps=2)
+    bad = coarse.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="observed entries"):
+        model.reconstruct(bad, mask, time=time, steps=2)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        _tiny().reconstruct(coarse, mask, time=time)
+    with pytest.raises(ValueError, match="'fine' must have shape"):
+        _tiny().fit(fine[:, :, :4], time=time)
+    nan_fine = fine.clone()
+    nan_fine[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="complete"):
+        _tiny().fit(nan_fine, time=time)
+
+
+# ----------------------------------------------------------------------- baselines b, c
+def test_srcnn_and_urbanfm_shapes_and_mass():
+    s = SRCNN(2, (4, 2), 2, widths=(8, 4))
+    u = UrbanFM(2, (4, 2), 2, cond_features=3, width=8, num_blocks=2)
+    s.fit_scale(torch.rand(5, 2, 8, 4) + 1)
+    u.fit_scale(torch.rand(5, 2, 8, 4) + 1)
+    filled = torch.rand(3, 2, 4, 2) * 10
+    assert s(filled).shape == (3, 2, 8, 4)
+    shares = u.shares(filled, torch.randn(3, 3))
+    torch.testing.assert_close(coarsen(shares, 2), torch.ones(3, 2, 4, 2))
+    # UrbanFM's N^2-normalisation keeps the filled coarse mass exactly
+    pred = u.predict(filled, torch.ones(3, 1, 4, 2), torch.randn(3, 3))
+    torch.testing.assert_close(coarsen(pred, 2), filled, atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="'cond' must have shape"):
+        u.predict(filled, torch.ones(3, 1, 4, 2))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SRCNN(2, (4, 2), 2).predict(filled, torch.ones(3, 1, 4, 2))
+    assert "UrbanFM(2, coarse_size=(4, 2), factor=2, cond_features=3" in repr(u)
+
+
+def test_urbanfm_learns_time_dependent_shares():
+    # the fine split of each coarse cell depends on the hour: fixed mean shares (baseline
+    # (a)) cannot express it, a trained UrbanFM with the external vector can
+    T = 96
+    hour = torch.arange(T) % 24
+    day = (hour >= 12).float()
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(T, 1, 2, 2, generator=g) * 10 + 5
+    s = torch.stack([day, 1 - day, 1 - day, day], 1).view(T, 1, 1, 1, 2, 2) * 0.4 + 0.1
+    fine = (coarse[..., None, None] * s).permute(0, 1, 2, 4, 3, 5).reshape(T, 1, 4, 4)
+    cond = torch.stack([day, 1 - day], 1)
+    net = fit_upsampler(UrbanFM(1, (2, 2), 2, cond_features=2, width=8, num_blocks=1),
+                        fine, cond, patterns=["random:0.0"], steps=150, batch_size=16,
+                        lr=1e-2)
+    ones = torch.ones(T, 1, 2, 2)
+    err_u = (net.predict(coarse, ones, cond) - fine).abs().mean()
+    err_a = (InterpolationUpsampling(2).fit(fine).predict(coarse, ones) - fine).abs().mean()
+    assert err_u < 0.3 * err_a
+
+
+def test_fit_upsampler_inputs_are_filled_incomplete_maps():
+    fine, _ = _series(T=20)
+    net = fit_upsampler(SRCNN(2, (4, 2), 2, widths=(4, 4)), fine, patterns=["block"],
+                        steps=2, batch_size=4)
+    assert net.train_seconds >= 0 and not net.training
+    coarse = coarsen(fine, 2)
+    mask = torch.ones(20, 1, 4, 2)
+    mask[:, :, 2:, 1:] = 0
+    # predict() fills before the network: equal to running it on nearest_fill by hand
+    want = net(nearest_fill(coarse * mask, mask.expand_as(coarse))) * net.scale[:, None, None]
+    torch.testing.assert_close(net.predict(coarse, mask), want)
+    with pytest.raises(ValueError, match="'patterns' must not be empty"):
+        fit_upsampler(SRCNN(2, (4, 2), 2), fine, patterns=[], steps=1)
