@@ -1,1 +1,5 @@
 """torch_stgen.models."""
+from .baselines import (nearest_fill, DistributionalUpsampler,  # noqa: F401
+                        InterpolationUpsampling, SRCNN, UrbanFM, fit_upsampler)
+from .diffrecon import (DiffRecon, DiffusionC, DiffusionF, Reconstruction,  # noqa: F401
+                        STPointFormerConditioner, TPatternConditioner)
