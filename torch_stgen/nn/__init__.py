@@ -8,3 +8,4 @@ from .delay import DelayEmbedding  # noqa: F401
 from .unet import UNet2D  # noqa: F401
 from .conditioners import (Conditioner, ObservedMapConditioner, ExternalConditioner,  # noqa: F401
                            ConditionerStack, ConditionalDenoiser)
+from .geometry_moe import GeometryMoEConv  # noqa: F401
