@@ -79,13 +79,16 @@ def test_tpattern_conditioner_shape_and_cell_order():
 def test_stage_denoisers_are_composed_from_public_conditioners():
     c = DiffusionC(2, (4, 2), history=3, model_channels=8, d_model=8)
     names = [type(k).__name__ for k in c.denoiser.conditioner.conditioners]
-    assert names == ["ObservedMapConditioner", "ExternalConditioner",
+    assert names == ["ObservedMapConditioner", "PositionConditioner", "ExternalConditioner",
                      "STPointFormerConditioner"]
-    assert c.denoiser.unet.in_channels == 2 + 4          # data + observed map + mask
+    assert c.denoiser.unet.in_channels == 2 + 4 + 4      # data + observed map, mask + pos.
     f = DiffusionF(2, (4, 2), 2, history=6, model_channels=8, d_model=8)
     names = [type(k).__name__ for k in f.denoiser.conditioner.conditioners]
-    assert names == ["ObservedMapConditioner", "ExternalConditioner", "TPatternConditioner"]
-    assert f.denoiser.unet.in_channels == 2 + 2          # data + upsampled coarse
+    assert names == ["ObservedMapConditioner", "PositionConditioner", "ExternalConditioner",
+                     "TPatternConditioner"]
+    assert f.denoiser.unet.in_channels == 2 + 2 + 4      # data + upsampled coarse + pos.
+    assert DiffusionF(2, (4, 2), 2, position_channels=0, model_channels=8,
+                      d_model=8).denoiser.unet.in_channels == 4
     c0 = DiffusionC(2, (4, 2), use_stpointformer=False, model_channels=8)
     assert c0.denoiser.unet.inter_channels == 0
     f0 = DiffusionF(2, (4, 2), 2, use_tpatternnet=False, model_channels=8)

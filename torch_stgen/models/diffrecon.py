@@ -50,8 +50,8 @@ from ..nn import STPointFormer, TPatternNet
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
                                ExternalConditioner, ObservedMapConditioner)
 
-__all__ = ["STPointFormerConditioner", "TPatternConditioner", "DiffusionC", "DiffusionF",
-           "DiffRecon", "Reconstruction"]
+__all__ = ["STPointFormerConditioner", "TPatternConditioner", "PositionConditioner",
+           "DiffusionC", "DiffusionF", "DiffRecon", "Reconstruction"]
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,43 @@ class TPatternConditioner(Conditioner):
                 f"feature_channels={self.feature_channels}")
 
 
+class PositionConditioner(Conditioner):
+    r"""A learnable positional map :math:`P \in \mathbb{R}^{k \times H \times W}` as input
+    channels (the same for every sample).
+
+    Convolutions are translation-equivariant, but a city's cells are not interchangeable
+    (baseline (a) works because its fine/coarse shares are *per cell*); this map lets the
+    U-Net learn cell-specific behaviour. Not in the DiffRecon paper (whose ST-PointFormer
+    has its own position embedding, eq. 14): an addition, switched off with
+    ``position_channels=0``.
+
+    Args:
+        channels (int): :math:`k`.
+        size (tuple of int): ``(H, W)``.
+        key (str): a batch key whose first dimension gives the batch size.
+
+    Shapes:
+        - **output:** ``{'map': [B, k, H, W]}``
+    """
+
+    def __init__(self, channels: int, size: Tuple[int, int], key: str):
+        super().__init__()
+        self.map_channels = int(channels)
+        self.size, self.key = (int(size[0]), int(size[1])), key
+        self.weight = nn.Parameter(torch.empty(self.map_channels, *self.size))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.normal_(self.weight, std=0.1)
+
+    def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        B = batch[self.key].shape[0]
+        return {"map": self.weight.unsqueeze(0).expand(B, -1, -1, -1)}
+
+    def extra_repr(self) -> str:
+        return f"map_channels={self.map_channels}, size={self.size}"
+
+
 # ------------------------------------------------------------------------ stages
 class _Stage(nn.Module):
     """Shared machinery of the two conditional DDPM stages."""
@@ -275,6 +312,9 @@ class DiffusionC(_Stage):
         ext_features (int, optional): external covariates per step. (default: ``0``)
         use_stpointformer (bool, optional): the inter-encoder (``False``: the paper's
             "w/o ST-PointFormer" ablation). (default: ``True``)
+        position_channels (int, optional): channels of the learnable positional map
+            (:class:`PositionConditioner`, an addition to the paper; ``0``: none).
+            (default: ``4``)
         model_channels, channel_mult, num_res_blocks: U-Net sizes.
             (default: ``32``, ``(1, 2)``, ``1``)
         cond_dim (int, optional): size of the time/external vector. (default: ``32``)
@@ -291,7 +331,8 @@ class DiffusionC(_Stage):
 
     def __init__(self, channels: int, grid: Tuple[int, int], history: int = 8,
                  use_time: bool = True, ext_features: int = 0,
-                 use_stpointformer: bool = True, model_channels: int = 32,
+                 use_stpointformer: bool = True, position_channels: int = 4,
+                 model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
                  num_layers: int = 2, num_heads: int = 4, num_train_timesteps: int = 1000,
@@ -299,6 +340,8 @@ class DiffusionC(_Stage):
         grid = (int(grid[0]), int(grid[1]))
         conds: List[Conditioner] = [ObservedMapConditioner(channels, key="obs",
                                                            mask_key="mask")]
+        if position_channels:
+            conds.append(PositionConditioner(position_channels, grid, key="obs"))
         if use_time or ext_features > 0:
             conds.append(ExternalConditioner(cond_dim, ext_features=ext_features,
                                              use_time=use_time, time_key="time",
@@ -345,6 +388,8 @@ class DiffusionF(_Stage):
         use_time, ext_features: as in :class:`DiffusionC`.
         use_tpatternnet (bool, optional): the inter-encoder (``False``: "w/o T-PatternNet").
             (default: ``True``)
+        position_channels (int, optional): as in :class:`DiffusionC` (fine grid).
+            (default: ``4``)
         model_channels, channel_mult, num_res_blocks, cond_dim, inter_channels: U-Net sizes.
         d_model, num_layers, top_k: T-PatternNet sizes. (default: ``32``, ``2``, ``3``)
         num_train_timesteps, beta_schedule, prediction_type: the DDPM.
@@ -355,7 +400,8 @@ class DiffusionF(_Stage):
 
     def __init__(self, channels: int, grid: Tuple[int, int], factor: int, history: int = 24,
                  use_time: bool = True, ext_features: int = 0,
-                 use_tpatternnet: bool = True, model_channels: int = 32,
+                 use_tpatternnet: bool = True, position_channels: int = 4,
+                 model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
                  num_layers: int = 2, top_k: int = 3, num_train_timesteps: int = 1000,
@@ -364,6 +410,10 @@ class DiffusionF(_Stage):
         factor = int(factor)
         conds: List[Conditioner] = [ObservedMapConditioner(channels, key="coarse",
                                                            mask_key=None, upsample=factor)]
+        if position_channels:
+            conds.append(PositionConditioner(position_channels,
+                                             (grid[0] * factor, grid[1] * factor),
+                                             key="coarse"))
         if use_time or ext_features > 0:
             conds.append(ExternalConditioner(cond_dim, ext_features=ext_features,
                                              use_time=use_time, time_key="time",
@@ -465,6 +515,8 @@ class DiffRecon(nn.Module):
         ext_features (int, optional): external covariates per step. (default: ``0``)
         use_stpointformer, use_tpatternnet (bool, optional): the inter-encoders
             (ablations). (default: ``True``)
+        position_channels (int, optional): learnable positional map channels of both
+            U-Nets (:class:`PositionConditioner`; ``0``: none). (default: ``4``)
         model_channels (int, optional): U-Net width of both stages. (default: ``32``)
         channel_mult (sequence of int, optional): (default: ``(1, 2)``)
         num_res_blocks (int, optional): (default: ``1``)
@@ -485,7 +537,8 @@ class DiffRecon(nn.Module):
     def __init__(self, channels: int, coarse_size: Tuple[int, int], factor: int,
                  history_c: int = 8, history_f: int = 24, use_time: bool = True,
                  ext_features: int = 0, use_stpointformer: bool = True,
-                 use_tpatternnet: bool = True, model_channels: int = 32,
+                 use_tpatternnet: bool = True, position_channels: int = 4,
+                 model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  d_model: int = 32, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", prediction_type: str = "epsilon"):
@@ -506,7 +559,7 @@ class DiffRecon(nn.Module):
                      num_res_blocks=num_res_blocks, d_model=d_model,
                      num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                      prediction_type=prediction_type, use_time=use_time,
-                     ext_features=ext_features)
+                     ext_features=ext_features, position_channels=position_channels)
         self.stage_c = DiffusionC(channels, self.coarse_size, history_c,
                                   use_stpointformer=use_stpointformer, **sizes)
         self.stage_f = DiffusionF(channels, self.coarse_size, factor, history_f,
@@ -618,7 +671,8 @@ class DiffRecon(nn.Module):
             patterns: Sequence[Union[str, SparsePattern]] = ("random:0.4",),
             pretrain_steps: int = 2000, joint_steps: int = 500, batch_size: int = 64,
             lr: float = 1e-3, pretrain: bool = True, joint: bool = True,
-            joint_refresh: int = 250, joint_sampling_steps: int = 10, seed: int = 0,
+            joint_refresh: int = 250, joint_sampling_steps: int = 10,
+            joint_series: int = 3, seed: int = 0,
             progress: bool = False) -> "DiffRecon":
         r"""Train both stages on complete training fine maps.
 
@@ -643,8 +697,8 @@ class DiffRecon(nn.Module):
 
         **Joint training** (``joint_steps`` iterations): every ``joint_refresh``
         iterations Diffusion-C completes the whole training series (DDIM,
-        ``joint_sampling_steps`` steps, one simulated mask series per pattern, observed
-        cells kept); Diffusion-F is then trained on those completions (current map *and*
+        ``joint_sampling_steps`` steps, observed cells kept) under simulated mask series
+        of ``joint_series`` patterns drawn from ``patterns`` (fresh seeds); Diffusion-F is then trained on those completions (current map *and*
         T-PatternNet series) instead of the truth, while Diffusion-C keeps training on
         :math:`\mathcal{L}_C`; one optimiser step on :math:`\mathcal{L}_C +
         \mathcal{L}_F^{joint}`. Gradients do not flow through the sampler (the
@@ -667,7 +721,7 @@ class DiffRecon(nn.Module):
             patterns (sequence): pattern specs (``"fixed:0.4"``, ``"block"``, ...) or
                 :class:`~torch_stgen.data.SparsePattern` objects.
             pretrain_steps, joint_steps, batch_size, lr, pretrain, joint, joint_refresh,
-            joint_sampling_steps: the schedule above.
+            joint_sampling_steps, joint_series: the schedule above.
             seed (int, optional): seeds initialisation-independent randomness (batches,
                 masks, noise). (default: ``0``)
             progress (bool, optional): tqdm bars. (default: ``False``)
@@ -716,8 +770,9 @@ class DiffRecon(nn.Module):
             joint_phase = it >= n_pre
             if joint_phase and (it - n_pre) % max(1, joint_refresh) == 0:
                 self.eval()
-                comp = self._complete_series(zc, pats, time, ext, step_feats, gen,
-                                             joint_sampling_steps, 512)
+                pick = torch.randperm(len(pats), generator=gen)[:joint_series].tolist()
+                comp = self._complete_series(zc, [pats[i] for i in pick], time, ext,
+                                             step_feats, gen, joint_sampling_steps, 512)
                 self.train()
             t_idx = targets[torch.randint(len(targets), (batch_size,), generator=gen)]
             # Diffusion-C on simulated masks
