@@ -1,0 +1,191 @@
+"""TuckER pre-training on the NYC urban KG: link-prediction MRR / Hits@10 vs wall time.
+
+Holds out a fraction of the triples (default 2%; held-out triples whose head or tail never
+occurs in the training part are moved back to training), trains
+:func:`torch_stgen.kg.pretrain_tucker` for each requested configuration, evaluates the
+filtered MRR on a subset of the held-out triples after every epoch (evaluation time is
+excluded from the training clock) and the filtered + raw MRR on all held-out triples at the
+end, next to an untrained (random) model. Prints a markdown table and writes
+``benchmarks/results/tucker.json`` and ``tucker.md``.
+
+Example::
+
+    python benchmarks/tucker.py --runs 32:1:0.01:10 64:4:0.01:8 128:1:0.01:2
+
+A run is ``dim:num_negs:lr:epochs``. The CPU load average is recorded with every run,
+because a shared machine slows the timings down.
+"""
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from torch_stgen.kg import link_prediction_mrr, pretrain_tucker  # noqa: E402
+
+DEFAULT_KG = HERE.parent.parent / "shared" / "data" / "nyc_urban_kg" / "kg.txt"
+
+
+def load_kg(path: Path):
+    """(triples [M, 3], num_entities, num_relations, how) through ``UrbanKG`` if available."""
+    try:
+        from torch_stgen.data import UrbanKG  # written in parallel; fall back if absent
+        kg = UrbanKG.from_file(path)
+        return kg.triples, kg.num_entities, kg.num_relations, "torch_stgen.data.UrbanKG"
+    except ImportError:
+        ent, rel, rows = {}, {}, []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 3:
+                    continue
+                h, r, t = parts
+                rows.append((ent.setdefault(h, len(ent)), rel.setdefault(r, len(rel)),
+                             ent.setdefault(t, len(ent))))
+        return torch.tensor(rows, dtype=torch.long), len(ent), len(rel), "plain reader"
+
+
+def split(triples: torch.Tensor, fraction: float, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(triples.size(0), generator=gen)
+    n_test = int(round(fraction * triples.size(0)))
+    test, train = triples[perm[:n_test]], triples[perm[n_test:]]
+    seen = torch.zeros(int(triples[:, [0, 2]].max()) + 1, dtype=torch.bool)
+    seen[train[:, 0]] = True
+    seen[train[:, 2]] = True
+    ok = seen[test[:, 0]] & seen[test[:, 2]]
+    return torch.cat([train, test[~ok]]), test[ok], int((~ok).sum())
+
+
+def make_callback(test, known, subset, log):
+    from pykeen.training.callbacks import TrainingCallback
+
+    class EvalEachEpoch(TrainingCallback):
+        def __init__(self):
+            super().__init__()
+            self.t0 = time.perf_counter()
+            self.eval_time = 0.0
+
+        def post_epoch(self, epoch, epoch_loss, **kwargs):
+            t = time.perf_counter()
+            train_s = t - self.t0 - self.eval_time
+            m = link_prediction_mrr(self.model, test, known, max_triples=subset)
+            self.eval_time += time.perf_counter() - t
+            log.append(dict(epoch=epoch, train_s=round(train_s, 2), loss=epoch_loss,
+                            mrr_subset=m["mrr"], hits10_subset=m["hits@10"]))
+            print(f"    epoch {epoch}: loss {epoch_loss:.4f}  train {train_s:7.1f}s  "
+                  f"MRR(subset) {m['mrr']:.4f}  H@10 {m['hits@10']:.4f}", flush=True)
+
+    return EvalEachEpoch()
+
+
+def table(rows):
+    lines = ["| d | negs | lr | epochs | train s | s/epoch | MRR (filt.) | Hits@10 (filt.) | "
+             "MRR (raw) | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dim']} | {r['num_negs']} | {r['lr']} | {r['epochs']} | "
+                     f"{r['train_s']:.1f} | {r['s_per_epoch']:.1f} | {r['mrr']:.4f} | "
+                     f"{r['hits@10']:.4f} | {r['mrr_raw']:.4f} | "
+                     f"{r['load_before']:.1f} -> {r['load_after']:.1f} |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kg", type=Path, default=DEFAULT_KG)
+    p.add_argument("--runs", nargs="+", default=["32:1:0.01:10", "64:4:0.01:8", "128:1:0.01:2"],
+                   help="dim:num_negs:lr:epochs, one per run")
+    p.add_argument("--test-fraction", type=float, default=0.02)
+    p.add_argument("--eval-subset", type=int, default=500,
+                   help="held-out triples scored after every epoch")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (1 avoids OpenMP barrier stalls on a busy CPU)")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "tucker")
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    triples, n_e, n_r, how = load_kg(args.kg)
+    train, test, moved = split(triples, args.test_fraction, args.seed)
+    print(f"KG {args.kg} via {how}: {triples.size(0)} triples, {n_e} entities, {n_r} relations;"
+          f" train {train.size(0)}, held-out {test.size(0)} ({moved} moved back to train)")
+    random.seed(args.seed)
+    results = dict(command="python " + " ".join(sys.argv), kg=str(args.kg), loader=how,
+                   num_triples=int(triples.size(0)), num_entities=n_e, num_relations=n_r,
+                   num_train=int(train.size(0)), num_test=int(test.size(0)),
+                   torch=torch.__version__, threads=torch.get_num_threads(),
+                   cpu_count=os.cpu_count(), platform=platform.platform(), runs=[])
+
+    def save():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+        md = [f"# TuckER pre-training on the NYC urban KG\n",
+              f"Command: `{results['command']}`\n",
+              f"{results['num_triples']} triples, {n_e} entities, {n_r} relations; "
+              f"{results['num_test']} held-out triples ({args.test_fraction:.0%}), filtered "
+              f"ranking of heads and tails, realistic ranks. torch {torch.__version__}, "
+              f"{results['threads']} threads on {results['cpu_count']} CPUs; the machine was "
+              f"shared with other jobs (load average before -> after each run).\n",
+              table(results["runs"]), ""]
+        if "random" in results:
+            rnd = results["random"]
+            md.append(f"Untrained (random) TuckER d={rnd['dim']}: MRR {rnd['mrr']:.4f}, "
+                      f"Hits@10 {rnd['hits@10']:.4f}. Uniform random ranking: MRR "
+                      f"{rnd['uniform_mrr']:.5f}.\n")
+        args.out.with_suffix(".md").write_text("\n".join(md))
+
+    # random baseline: the seeded, untrained model
+    rnd_emb = pretrain_tucker(train, dim=64, epochs=0, num_entities=n_e, num_relations=n_r,
+                              cache_dir=False, progress=False)
+    m = link_prediction_mrr(rnd_emb, test, train, max_triples=None)
+    uniform = sum(1.0 / k for k in range(1, n_e + 1)) / n_e
+    results["random"] = dict(dim=64, mrr=m["mrr"], **{"hits@10": m["hits@10"]},
+                             uniform_mrr=uniform)
+    print(f"random model: MRR {m['mrr']:.5f}  H@10 {m['hits@10']:.5f}  (uniform {uniform:.5f})")
+    save()
+
+    for spec in args.runs:
+        dim, negs, lr, epochs = spec.split(":")
+        dim, negs, lr, epochs = int(dim), int(negs), float(lr), int(epochs)
+        print(f"== d={dim} negs={negs} lr={lr} epochs={epochs}", flush=True)
+        log = []
+        load_before = os.getloadavg()[0]
+        cb = make_callback(test, train, args.eval_subset, log)
+        t0 = time.perf_counter()
+        emb = pretrain_tucker(train, dim=dim, epochs=epochs, num_negs=negs, lr=lr,
+                              batch_size=args.batch_size, seed=args.seed, num_entities=n_e,
+                              num_relations=n_r, cache_dir=False, progress=False,
+                              callbacks=[cb])
+        wall = time.perf_counter() - t0
+        train_s = wall - cb.eval_time
+        load_after = os.getloadavg()[0]
+        filt = link_prediction_mrr(emb, test, train, max_triples=None)
+        raw = link_prediction_mrr(emb, test, train, max_triples=None, filtered=False)
+        row = dict(dim=dim, num_negs=negs, lr=lr, epochs=epochs, train_s=train_s,
+                   s_per_epoch=train_s / max(epochs, 1), mrr=filt["mrr"],
+                   **{"hits@1": filt["hits@1"], "hits@3": filt["hits@3"],
+                      "hits@10": filt["hits@10"]},
+                   mrr_raw=raw["mrr"], losses=emb.losses, per_epoch=log,
+                   load_before=load_before, load_after=load_after)
+        results["runs"].append(row)
+        print(f"   -> {train_s:.1f}s train, MRR {filt['mrr']:.4f}, H@10 {filt['hits@10']:.4f}, "
+              f"raw MRR {raw['mrr']:.4f}, load {load_before:.1f} -> {load_after:.1f}",
+              flush=True)
+        save()
+    print()
+    print(table(results["runs"]))
+
+
+if __name__ == "__main__":
+    main()
