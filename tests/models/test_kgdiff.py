@@ -1,0 +1,203 @@
+"""KGDiff (torch_stgen.models.kgdiff) and its deterministic baselines
+(torch_stgen.models.kg_baselines), on tiny KGs built here."""
+import math
+
+import pytest
+import torch
+
+from torch_stgen.data import UrbanKG
+from torch_stgen.models.kg_baselines import (GlobalMeanProfile, NearestNeighbourProfile,
+                                             node_profiles)
+from torch_stgen.models.kgdiff import KGDiff
+from torch_stgen.nn.geometry_moe import GeometryMoEConv
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: one thread avoids oversubscribing a shared 2-core CPU
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_kg(n_per_class=6, n_unseen=2):
+    """Nodes ``s<i>`` linked to one of two class entities (+ a ring of 'near' links)."""
+    triples, nodes = [], []
+    n = 2 * (n_per_class + n_unseen)
+    for i in range(n):
+        cls = "class_a" if i % 2 == 0 else "class_b"
+        triples.append((f"s{i}", "is_a", cls))
+        triples.append((f"s{i}", "near", f"s{(i + 1) % n}"))
+        nodes.append(f"s{i}")
+    triples.append(("poi_0", "in", "class_a"))  # an entity that is not a node
+    kg = UrbanKG.from_triples(triples, name="tiny")
+    kg.set_node_entities(nodes)
+    return kg
+
+
+def make(kg=None, length=16, stride=4, window=4, **kw):
+    kg = kg or tiny_kg()
+    torch.manual_seed(0)
+    emb = torch.randn(kg.num_entities, 8)
+    opts = dict(dim=8, model_channels=8, channel_mult=(1, 2))
+    opts.update(kw)
+    return KGDiff(kg, emb, length, stride, window, **opts)
+
+
+def test_repr_and_ablation_switches():
+    m = make()
+    assert "length=16, stride=4, window=4" in str(m) and "meta_pattern=True" in str(m)
+    moe = [l for l in m.encoder.layers if isinstance(l, GeometryMoEConv)]
+    assert len(moe) == 2 and moe[0].experts == ("E", "H", "S")
+    assert m.precond.raw_net.unet.cond_dim == 8
+    assert make(experts=("E", "S")).encoder.layers[0].experts == ("E", "S")
+    assert make(variant="paper").encoder.layers[0].variant == "paper"
+    no_moe = make(geometry_moe=False)
+    assert len(no_moe.encoder.layers) == 0 and no_moe.pattern_head is not None
+    no_meta = make(meta_pattern=False)
+    assert no_meta.pattern_head is None and no_meta.diffusion.aux_weight == 0.0
+    uncond = make(guidance=False)
+    assert uncond.encoder is None and uncond.pattern_head is None
+    assert uncond.precond.raw_net.unet.cond_dim == 0
+    assert uncond.guidance(torch.tensor([0, 1])) is None
+
+
+def test_bad_inputs_name_the_argument():
+    kg = tiny_kg()
+    with pytest.raises(ValueError, match="'entity_embedding' must have shape"):
+        KGDiff(kg, torch.randn(3, 8), 16, 4, 4)
+    with pytest.raises(ValueError, match="'experts'"):
+        make(experts=("E", "X"))
+    with pytest.raises(ValueError, match="cannot cover"):
+        make(length=40, stride=4, window=4)
+    m = make().set_scaler(0.0, 1.0)
+    with pytest.raises(ValueError, match=r"'x' must have shape \[B, L=16\]"):
+        m.loss(torch.zeros(2, 15), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="'nodes' must be node indices in"):
+        m.generate(torch.tensor([99]))
+    with pytest.raises(KeyError, match="nowhere"):
+        m.generate(["nowhere"])
+    with pytest.raises(ValueError, match="'sampler'"):
+        m.generate([0], sampler="euler")
+    with pytest.raises(RuntimeError, match="set_scaler"):
+        make().loss(torch.zeros(2, 16), torch.tensor([0, 1]))
+
+
+def test_loss_backpropagates_into_embeddings_moe_and_pattern():
+    m = make().set_scaler(5.0, 2.0)
+    x = 5.0 + 2.0 * torch.randn(6, 16)
+    mask = torch.ones(6, 16)
+    mask[0, :8] = 0
+    # the U-Net output and the pattern head start at zero (no gradient to the guidance
+    # yet): a few joint steps first
+    m.fit(x, torch.arange(6), mask, steps=3, batch_size=6, progress=False)
+    loss, diff, pat = m.loss(x, torch.arange(6), mask, return_parts=True,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and torch.allclose(loss, diff + pat)
+    loss.backward()
+    enc = m.encoder
+    assert enc.entity.grad is not None and enc.entity.grad.abs().sum() > 0   # joint fine-tuning
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in enc.layers[0].parameters())
+    head_w = m.pattern_head.net[-1].weight
+    assert head_w.grad is not None and head_w.grad.abs().sum() > 0
+
+
+def test_missing_values_do_not_change_the_loss():
+    m = make().set_scaler(0.0, 1.0)
+    x = torch.randn(4, 16)
+    mask = torch.ones(4, 16)
+    mask[:, 3] = 0
+    y = x.clone()
+    y[:, 3] = 1e6                                      # garbage under mask 0
+    g1, g2 = (torch.Generator().manual_seed(1) for _ in range(2))
+    a = m.loss(x, torch.arange(4), mask, generator=g1)
+    b = m.loss(y, torch.arange(4), mask, generator=g2)
+    assert torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("sampler,steps", [("edm", 100), ("ddpm", None), ("ddim", 50)])
+def test_samplers_reproduce_the_gaussian_the_fresh_model_denoises_optimally(sampler, steps):
+    # a fresh model has F = 0 (zero-initialised U-Net output) and f = 0, so its denoiser is
+    # D(y; s) = c_skip(s) y = s_d^2 / (s^2 + s_d^2) y: the exact posterior mean for
+    # y ~ N(0, s_d^2). Every correct sampler must then return N(mean, (s_d * std)^2)
+    # values (U = V: no overlapping windows, every step is one image entry). EDM Heun needs
+    # many steps here: with N = 18 its error on this ODE is 5.5% (0.14% with N = 100).
+    m = make(sigma_data=0.5).set_scaler(10.0, 2.0)
+    out = m.generate(torch.arange(4), num_samples=50, sampler=sampler, num_steps=steps,
+                     seed=3)
+    assert out.shape == (50, 4, 16)
+    assert abs(float(out.mean()) - 10.0) < 0.05
+    assert float(out.std()) == pytest.approx(0.5 * 2.0, rel=0.04)
+
+
+def test_edm_generation_matches_the_closed_form_ode_solution():
+    # with D = c_skip y the probability-flow ODE dy/ds = s y / (s^2 + s_d^2) has the
+    # solution y(s) / sqrt(s^2 + s_d^2) = const, so y(0) = eps s_max s_d / sqrt(s_max^2 + s_d^2)
+    m = make(sigma_data=0.5).set_scaler(1.0, 3.0)
+    out = m.generate(torch.tensor([0, 1, 2]), num_samples=2, num_steps=100, seed=7)
+    gen = torch.Generator().manual_seed(7)
+    eps = torch.randn(6, 1, 4, 4, generator=gen)
+    y0 = eps * 80.0 * 0.5 / math.sqrt(80.0 ** 2 + 0.25)
+    want = m.delay.inverse(y0[:, 0]).reshape(2, 3, 16) * 3.0 + 1.0
+    assert torch.allclose(out, want, atol=1e-2)          # Heun error 0.14% at N = 100
+    assert not torch.allclose(out, want, atol=1e-5)      # ... but not zero: a real ODE solve
+
+
+def test_generate_any_kg_entity_and_batching_is_consistent():
+    m = make().set_scaler(0.0, 1.0)
+    by_index = m.generate(torch.tensor([0, 3]), num_samples=3, num_steps=4, seed=1)
+    by_name = m.generate(["s0", "s3"], num_samples=3, num_steps=4, seed=1)
+    small = m.generate(torch.tensor([0, 3]), num_samples=3, num_steps=4, seed=1, batch_size=2)
+    assert torch.allclose(by_index, by_name) and torch.allclose(by_index, small, atol=1e-5)
+    poi = m.generate(["poi_0"], num_samples=2, num_steps=4)        # not a spatio-temporal node
+    assert poi.shape == (2, 1, 16) and torch.isfinite(poi).all()
+
+
+def test_unseen_nodes_get_their_class_pattern_from_the_kg():
+    # class_a nodes run at +1, class_b nodes at -1 (all steps); every node has the same
+    # (frozen) embedding, so only the KG messages (is_a class, near neighbour) tell them
+    # apart. Train on 12 nodes; the meta pattern of 4 held-out nodes must follow their class.
+    kg = tiny_kg(n_per_class=6, n_unseen=2)
+    train = torch.arange(12)
+    unseen = torch.arange(12, 16)
+    level = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(16)])
+    torch.manual_seed(0)
+    emb = torch.randn(kg.num_entities, 8)
+    emb[kg.node2entity] = emb[kg.node2entity[0]].clone()
+    m = KGDiff(kg, emb, 16, 4, 4, dim=8, model_channels=8, num_moe_layers=1,
+               finetune_embedding=False)
+    x = level[train].repeat(4).unsqueeze(1) + 0.1 * torch.randn(48, 16)
+    hist = m.fit(x, train.repeat(4), steps=60, batch_size=24, lr=1e-2, progress=False)
+    assert sum(hist["loss"][-20:]) < sum(hist["loss"][:20])
+    f = m.pattern(unseen).mean(1)                       # original units
+    sign = level[unseen]
+    assert bool(((f * sign) > 0.5).all()), f
+
+
+def test_global_mean_and_knn_baselines():
+    prof = torch.tensor([[1.0, 1.0], [3.0, 3.0], [10.0, 10.0], [12.0, 12.0]])
+    lat = torch.tensor([0.0, 0.01, 1.0, 1.01])
+    lon = torch.zeros(4)
+    g = GlobalMeanProfile().fit(prof)
+    assert torch.allclose(g.generate(2, 3), torch.full((3, 2, 2), 6.5))
+    knn = NearestNeighbourProfile(k=2).fit(prof, lat, lon)
+    assert torch.allclose(knn.predict(torch.tensor([1.02]), torch.tensor([0.0])),
+                          torch.tensor([[11.0, 11.0]]))
+    # tuning on validation node 3 (predicted from 0..2): k=1 -> 10 (err 2), k=2 -> 6.5, ...
+    tuned = NearestNeighbourProfile().tune(prof, lat, lon, torch.tensor([3]),
+                                          candidates=(1, 2, 3))
+    assert tuned.k == 1 and tuned.validation == pytest.approx({1: 2.0, 2: 5.5, 3: 7.3333},
+                                                              abs=1e-3)
+    assert tuned.profiles.shape[0] == 4                 # refitted on all training nodes
+    with pytest.raises(ValueError, match="'val_idx'"):
+        NearestNeighbourProfile().tune(prof, lat, lon, torch.arange(4))
+
+
+def test_node_profiles_use_observed_values_only():
+    v = torch.tensor([[[1.0, 2.0]], [[3.0, 100.0]]])     # [D=2, N=1, L=2]
+    m = torch.tensor([[[1.0, 1.0]], [[1.0, 0.0]]])
+    assert torch.allclose(node_profiles(v, m), torch.tensor([[2.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"'values' must have shape \[D, N, L\]"):
+        node_profiles(torch.ones(2, 2))

@@ -1,0 +1,563 @@
+r"""KGDiff: knowledge-graph-guided diffusion that generates daily series for unseen nodes.
+
+Wang, Chen, Jin, Deng, Pang, Liu & Zhao, "Knowledge Graph Guided Heterogeneity-Informed
+Diffusion Model for Spatio-Temporal Generation", AAAI 2026.
+
+The model is a composition of the library's public pieces:
+
+1. **Urban KG -> TuckER** (:func:`torch_stgen.kg.pretrain_tucker`): entity embeddings
+   :math:`e_v \in \mathbb R^{d_0}` (and relation embeddings), pre-trained on the KG triples.
+2. **Geometry MoE refinement** (:class:`torch_stgen.nn.GeometryMoEConv`, eqs. 13-15): a
+   projection :math:`h^{(0)} = W_{in} e` followed by ``num_moe_layers`` residual Geometry MoE
+   message-passing layers over the typed KG edges (messages flow tail -> head),
+
+   .. math::
+       h^{(l+1)} = h^{(l)} + \mathrm{GeometryMoE}\big(h^{(l)}, \mathcal G\big), \qquad
+       \varphi_v = \mathrm{LayerNorm}\big(h^{(L)}_{\mathrm{ent}(v)}\big)
+
+   (the residual keeps an entity without incoming edges informative; eq. 15's output
+   :math:`\sigma(\cdot)` of such an entity is the constant :math:`\sigma(0)`).
+   The entity embeddings are **fine-tuned jointly** with the diffusion loss.
+3. **Meta pattern** (eq. 16): :math:`f(\varphi_v) \in \mathbb R^L`, an MLP from the guidance
+   to a daily series (standardised units), the centre of the mean-shifted diffusion
+   (:class:`torch_stgen.diffusion.MetaPatternDiffusion`).
+4. **Delay embedding** (:class:`torch_stgen.nn.DelayEmbedding`): a series of length
+   :math:`L` becomes a :math:`V \times V` image (stride :math:`U`); so do :math:`x_0` and
+   :math:`f`, and the diffusion runs on the image of the residual :math:`x_0 - f`.
+5. **EDM-preconditioned U-Net** (:class:`torch_stgen.diffusion.EDMPrecond` around
+   :class:`torch_stgen.nn.UNet2D`, eq. 19): the step embedding of
+   :math:`c_{noise}(\sigma)` and the guidance :math:`\varphi` are added in every residual
+   block, :math:`e = \mathrm{MLP}_t(\mathrm{PE}(c_{noise})) + \mathrm{MLP}_c(\varphi)`.
+
+Training minimises the EDM loss on the residual image plus (``pattern_weight`` > 0) a
+pattern term, jointly over the U-Net, the pattern head, the Geometry MoE and the entity
+embeddings:
+
+.. math::
+    \mathcal L = \mathbb E_{\sigma, n}\Big[\lambda(\sigma)\,
+        \big\| D_\theta\big(y_0 + n; \sigma, \varphi\big) - y_0 \big\|^2\Big]
+    + w_f\,\big\| x_0 - f(\varphi) \big\|^2, \qquad
+    y_0 = \mathrm{DE}\big(x_0 - f(\varphi)\big)
+
+(``pattern_weight`` :math:`w_f = 0` is the paper's pure joint training; the default
+:math:`w_f = 1` makes :math:`f` an estimate of the node's mean day, which the unseen-node
+setting needs: see the class docstring.) Sampling integrates the EDM probability-flow ODE
+with Heun's method from :math:`y \sim \mathcal N(0, \sigma_{max}^2 I)` and returns
+:math:`x_0 = \mathrm{DE}^{-1}(y_0) + f`, i.e. the chain starts at :math:`\mathcal N(f,
+\sigma_{max}^2 I)` (eq. 17's prior centred on the pattern). DDPM / DDIM sampling of the same
+trained network is available through the VP <-> VE correspondence
+:math:`\sigma_t = \sqrt{(1 - \bar\alpha_t) / \bar\alpha_t}`.
+
+Ablations of the paper are constructor options: ``geometry_moe=False`` (TuckER embedding
+used directly, through the linear projection), ``experts`` without ``'H'``, ``'E'`` or
+``'S'``, ``meta_pattern=False`` (:math:`f = 0`), ``guidance=False`` (unconditional, no
+:math:`\varphi` at all) and ``variant='paper'`` (the literal Geometry MoE whose curved experts
+reduce to the Euclidean one).
+"""
+import logging
+import math
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDiffusion
+from ..nn.delay import DelayEmbedding
+from ..nn.unet import UNet2D
+
+__all__ = ["KGDiff"]
+
+log = logging.getLogger(__name__)
+
+_SAMPLERS = ("edm", "ddpm", "ddim")
+
+
+def _as_entity_tensor(value, name: str) -> Tensor:
+    """Embeddings given as a tensor or as an object with ``.entity`` / ``.relation``."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"'{name}' must be a float tensor (got {type(value).__name__})")
+    if value.dim() != 2 or not value.is_floating_point():
+        raise ValueError(f"'{name}' must be a float tensor of shape [num, dim] "
+                         f"(got {tuple(value.shape)}, {value.dtype})")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"'{name}' has non-finite values")
+    return value.detach().float().cpu()
+
+
+class _GuidanceEncoder(nn.Module):
+    r"""TuckER entity embeddings -> (optional) residual Geometry MoE layers -> guidance.
+
+    .. math::
+        h^{(0)} = W_{in} \tilde e, \quad h^{(l+1)} = h^{(l)} + \mathrm{MoE}_l(h^{(l)}), \quad
+        \varphi = \mathrm{LayerNorm}(h^{(L)})
+
+    with :math:`\tilde e` the (fine-tuned) entity embeddings standardised per dimension at
+    construction time.
+    """
+
+    def __init__(self, entity: Tensor, num_relations: int, dim: int, geometry_moe: bool,
+                 num_layers: int, experts: Sequence[str], variant: Optional[str],
+                 finetune: bool, relation: Optional[Tensor]):
+        super().__init__()
+        mu, sd = entity.mean(0, keepdim=True), entity.std(0, keepdim=True).clamp(min=1e-6)
+        self.entity = nn.Parameter((entity - mu) / sd, requires_grad=bool(finetune))
+        self.in_proj = nn.Linear(entity.shape[1], dim)
+        self.geometry_moe = bool(geometry_moe)
+        self.layers = nn.ModuleList()
+        if self.geometry_moe:
+            from ..nn.geometry_moe import GeometryMoEConv  # the KG layer (KGDiff eqs. 13-15)
+            kw = {"num_relations": int(num_relations), "experts": tuple(experts)}
+            if variant is not None:
+                kw["variant"] = variant
+            for _ in range(int(num_layers)):
+                self.layers.append(GeometryMoEConv(dim, dim, **kw))
+        self.norm = nn.LayerNorm(dim)
+        self.relation_init = relation  # kept for reference; the MoE owns its relations
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        self.in_proj.reset_parameters()
+        self.norm.reset_parameters()
+        for layer in self.layers:
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+
+    def forward(self, edge_index: Tensor, edge_type: Tensor) -> Tensor:
+        h = self.in_proj(self.entity)
+        for layer in self.layers:
+            h = h + layer(h, edge_index, edge_type)
+        return self.norm(h)
+
+
+class _PatternHead(nn.Module):
+    r"""Meta pattern :math:`f(\varphi) = W_2\,\mathrm{SiLU}(W_1 \varphi + b_1) + b_2 \in
+    \mathbb R^L` (KGDiff eq. 16's per-node pattern), zero-initialised output."""
+
+    def __init__(self, dim: int, length: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, length))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, phi: Tensor) -> Tensor:
+        return self.net(phi)
+
+
+class _ResidualImageNet(nn.Module):
+    """U-Net raw network ``F(x, c_noise, cond)`` for :class:`EDMPrecond`."""
+
+    def __init__(self, unet: UNet2D):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        return self.unet(x, c_noise, cond=cond)
+
+
+class KGDiff(nn.Module):
+    r"""KGDiff (Wang et al., AAAI 2026): KG -> TuckER -> Geometry MoE -> guidance
+    :math:`\varphi` -> meta pattern :math:`f(\varphi)` -> mean-shifted EDM diffusion over
+    delay-embedded daily series (see the module documentation for eqs. 13-19).
+
+    Every spatio-temporal node ``i`` is the KG entity ``kg.node2entity[i]``; :meth:`generate`
+    works for **any** KG entity (a node index, or an entity name), including nodes that had
+    no data during training, in the original units of the data.
+
+    The data are standardised with one mean and standard deviation (:meth:`set_scaler`, set
+    by :meth:`fit` from the training values when not given). The model's ``sigma_data`` is
+    the standard deviation of the diffusion's target, the residual :math:`x_0 - f` in
+    standardised units: ``1.0`` without a meta pattern, smaller with one.
+
+    Why ``pattern_weight`` defaults to 1: with the guidance also fed to the denoiser, the
+    pure diffusion loss leaves :math:`f` free (the network can absorb any shift), so nothing
+    makes :math:`f` the node's typical day; the pattern term does, and the prior
+    :math:`\mathcal N(f, \sigma^2 I)` then starts near the node's mean day. ``0`` gives the
+    paper's pure joint training.
+
+    Args:
+        kg (UrbanKG): the knowledge graph, with ``node2entity`` set (or pass ``node2entity``).
+        entity_embedding (Tensor): ``[num_entities, d0]`` pre-trained (TuckER) embeddings,
+            rows aligned with the KG's entity ids (``TuckerEmbeddings.entity``).
+        length (int): series length :math:`L` (steps per day).
+        stride (int): delay-embedding stride :math:`U`.
+        window (int): delay-embedding window / image size :math:`V`.
+        node2entity (LongTensor, optional): ``[N]`` entity of every node; defaults to
+            ``kg.node2entity``.
+        dim (int, optional): guidance size :math:`|\varphi|`. (default: ``64``)
+        guidance (bool, optional): condition on :math:`\varphi`; ``False`` is the
+            unconditional model (no KG, no meta pattern). (default: ``True``)
+        geometry_moe (bool, optional): refine with Geometry MoE; ``False`` = the projected
+            TuckER embedding is the guidance (ablation "w/o Geometry MoE").
+            (default: ``True``)
+        experts (sequence of str, optional): Geometry MoE experts among ``'E'``, ``'H'``,
+            ``'S'``. (default: ``('E', 'H', 'S')``)
+        variant (str, optional): Geometry MoE variant, e.g. ``'paper'``; ``None`` = the
+            layer's default. (default: ``None``)
+        num_moe_layers (int, optional): residual Geometry MoE layers (2 reach entities two
+            hops away, e.g. category -> POI -> sensor). (default: ``2``)
+        meta_pattern (bool, optional): centre the diffusion on :math:`f(\varphi)`; ``False``
+            = :math:`f = 0` (ablation "w/o meta pattern"). (default: ``True``)
+        finetune_embedding (bool, optional): train the entity embeddings jointly.
+            (default: ``True``)
+        pattern_weight (float, optional): weight :math:`w_f` of the pattern term.
+            (default: ``1.0``)
+        model_channels (int, optional): U-Net base width. (default: ``32``)
+        channel_mult (sequence of int, optional): U-Net levels. (default: ``(1, 2)``)
+        num_res_blocks (int, optional): residual blocks per U-Net level. (default: ``1``)
+        mid_attention (bool, optional): self-attention in the U-Net middle block.
+            (default: ``False``)
+        film (bool, optional): FiLM instead of additive injection of the block embedding.
+            (default: ``False``: added, as in eq. 19)
+        sigma_data (float, optional): EDM :math:`\sigma_d`. (default: ``0.5`` with a meta
+            pattern, ``1.0`` without)
+        num_train_timesteps (int, optional): length of the discrete chain used by the
+            DDPM / DDIM samplers (200 in the paper). (default: ``200``)
+        beta_schedule (str, optional): its schedule. (default: ``'cosine'``)
+
+    Shapes:
+        - **loss:** ``x`` ``[B, L]`` (original units), ``nodes`` ``[B]``, ``mask`` ``[B, L]``
+        - **generate:** ``nodes`` ``[n]`` -> ``[num_samples, n, L]``
+        - **guidance:** -> ``[n, dim]``; **pattern:** -> ``[n, L]`` (original units)
+    """
+
+    def __init__(self, kg, entity_embedding: Tensor, length: int, stride: int, window: int,
+                 node2entity: Optional[Tensor] = None, dim: int = 64, guidance: bool = True,
+                 geometry_moe: bool = True, experts: Sequence[str] = ("E", "H", "S"),
+                 variant: Optional[str] = None, num_moe_layers: int = 2,
+                 meta_pattern: bool = True, finetune_embedding: bool = True,
+                 pattern_weight: float = 1.0, model_channels: int = 32,
+                 channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
+                 mid_attention: bool = False, film: bool = False,
+                 sigma_data: Optional[float] = None, num_train_timesteps: int = 200,
+                 beta_schedule: str = "cosine"):
+        super().__init__()
+        for attr in ("edge_index", "edge_type", "num_entities", "num_relations"):
+            if not hasattr(kg, attr):
+                raise TypeError(f"'kg' must be an UrbanKG (got {type(kg).__name__} without "
+                                f"'.{attr}')")
+        ent = _as_entity_tensor(entity_embedding, "entity_embedding")
+        if ent.shape[0] != kg.num_entities:
+            raise ValueError(f"'entity_embedding' must have shape [num_entities="
+                             f"{kg.num_entities}, d] (got {tuple(ent.shape)})")
+        n2e = kg.node2entity if node2entity is None else torch.as_tensor(node2entity)
+        if n2e is None:
+            raise ValueError("'node2entity' is required when kg.node2entity is not set")
+        n2e = n2e.long().reshape(-1)
+        if n2e.numel() and (int(n2e.min()) < 0 or int(n2e.max()) >= kg.num_entities):
+            raise ValueError(f"'node2entity' must hold entity ids in [0, {kg.num_entities})")
+        experts = tuple(str(e).upper() for e in experts)
+        if guidance and geometry_moe and (not experts or not set(experts) <= {"E", "H", "S"}):
+            raise ValueError(f"'experts' must be a non-empty subset of ('E', 'H', 'S') "
+                             f"(got {experts})")
+        for name, v in (("length", length), ("stride", stride), ("window", window),
+                        ("dim", dim), ("model_channels", model_channels),
+                        ("num_train_timesteps", num_train_timesteps)):
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"'{name}' must be a positive integer (got {v!r})")
+        if not (pattern_weight >= 0 and math.isfinite(pattern_weight)):
+            raise ValueError(f"'pattern_weight' must be a finite number >= 0 "
+                             f"(got {pattern_weight})")
+        self.length, self.stride, self.window = int(length), int(stride), int(window)
+        self.dim = int(dim)
+        self.guidance_on = bool(guidance)
+        self.meta_pattern = bool(meta_pattern) and self.guidance_on
+        self.geometry_moe = bool(geometry_moe) and self.guidance_on
+        self.experts = experts
+        self.variant = variant
+        self.pattern_weight = float(pattern_weight) if self.meta_pattern else 0.0
+        if sigma_data is None:
+            sigma_data = 0.5 if self.meta_pattern else 1.0
+        if not sigma_data > 0:
+            raise ValueError(f"'sigma_data' must be > 0 (got {sigma_data})")
+
+        self.register_buffer("edge_index", kg.edge_index.clone(), persistent=False)
+        self.register_buffer("edge_type", kg.edge_type.clone(), persistent=False)
+        self.register_buffer("node2entity", n2e.clone(), persistent=False)
+        self.register_buffer("scale_mean", torch.zeros(()))
+        self.register_buffer("scale_std", torch.ones(()))
+        self.register_buffer("scaler_set", torch.zeros((), dtype=torch.bool))
+        self._entity_names = list(getattr(kg, "entities", []) or [])
+
+        self.delay = DelayEmbedding(self.length, self.stride, self.window)
+        self.encoder = (_GuidanceEncoder(ent, kg.num_relations, self.dim, self.geometry_moe,
+                                         num_moe_layers, experts, variant, finetune_embedding,
+                                         None) if self.guidance_on else None)
+        self.pattern_head = (_PatternHead(self.dim, self.length, 2 * self.dim)
+                             if self.meta_pattern else None)
+        unet = UNet2D(1, 1, model_channels=model_channels, channel_mult=channel_mult,
+                      num_res_blocks=num_res_blocks, cond_dim=self.dim if self.guidance_on
+                      else 0, film=film, mid_attention=mid_attention, time_scale=100.0)
+        self.precond = EDMPrecond(_ResidualImageNet(unet), sigma_data=sigma_data)
+        sched = DDPMScheduler(num_train_timesteps=int(num_train_timesteps),
+                              beta_schedule=beta_schedule, prediction_type="sample")
+        self.diffusion = MetaPatternDiffusion(sched, aux_weight=self.pattern_weight)
+
+    # ------------------------------------------------------------------ scaling
+    def set_scaler(self, mean: float, std: float) -> "KGDiff":
+        """Set the standardisation :math:`z = (x - \\mu)/s` of the data (original units)."""
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ValueError(f"'std' must be > 0 and both finite (got mean={mean}, std={std})")
+        self.scale_mean.fill_(float(mean))
+        self.scale_std.fill_(float(std))
+        self.scaler_set.fill_(True)
+        return self
+
+    # ------------------------------------------------------------------ node look-up
+    def _entities(self, nodes) -> Tensor:
+        """Entity ids of ``nodes`` (node indices, or entity names)."""
+        if isinstance(nodes, str):
+            nodes = [nodes]
+        if not isinstance(nodes, Tensor) and len(nodes) and isinstance(list(nodes)[0], str):
+            pos = {e: i for i, e in enumerate(self._entity_names)}
+            missing = [n for n in nodes if n not in pos]
+            if missing:
+                raise KeyError(f"unknown KG entit{'y' if len(missing) == 1 else 'ies'} "
+                               f"{missing[:5]}")
+            return torch.tensor([pos[n] for n in nodes], dtype=torch.long,
+                                device=self.node2entity.device)
+        idx = torch.as_tensor(nodes, device=self.node2entity.device)
+        if idx.is_floating_point() or idx.dim() > 1:
+            raise ValueError(f"'nodes' must be a 1-D integer tensor of node indices or a "
+                             f"list of entity names (got {tuple(idx.shape)}, {idx.dtype})")
+        idx = idx.long().reshape(-1)
+        N = self.node2entity.numel()
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= N):
+            raise ValueError(f"'nodes' must be node indices in [0, {N}) (got range "
+                             f"[{int(idx.min())}, {int(idx.max())}])")
+        return self.node2entity[idx]
+
+    # ------------------------------------------------------------------ guidance / pattern
+    def entity_guidance(self) -> Optional[Tensor]:
+        r"""Guidance of **every** KG entity, ``[num_entities, dim]`` (``None`` when
+        ``guidance=False``)."""
+        if self.encoder is None:
+            return None
+        return self.encoder(self.edge_index, self.edge_type)
+
+    def guidance(self, nodes) -> Optional[Tensor]:
+        r""":math:`\varphi` of ``nodes`` (node indices or entity names), ``[n, dim]``."""
+        ent = self._entities(nodes)
+        phi = self.entity_guidance()
+        return None if phi is None else phi[ent]
+
+    def _pattern_std(self, phi: Optional[Tensor], n: int, device) -> Tensor:
+        if self.pattern_head is None or phi is None:
+            return torch.zeros(n, self.length, device=device)
+        return self.pattern_head(phi)
+
+    @torch.no_grad()
+    def pattern(self, nodes) -> Tensor:
+        r"""Meta pattern :math:`f(\varphi)` of ``nodes`` in original units, ``[n, L]``
+        (the scaler's mean when there is no meta pattern)."""
+        phi = self.guidance(nodes)
+        n = self._entities(nodes).numel()
+        f = self._pattern_std(phi, n, self.scale_mean.device)
+        return f * self.scale_std + self.scale_mean
+
+    # ------------------------------------------------------------------ training
+    def _check_batch(self, x: Tensor, mask: Optional[Tensor]):
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.length:
+            raise ValueError(f"'x' must have shape [B, L={self.length}] "
+                             f"(got {tuple(getattr(x, 'shape', ()))})")
+        if mask is not None and tuple(mask.shape) != tuple(x.shape):
+            raise ValueError(f"'mask' must have the shape of 'x' {tuple(x.shape)} "
+                             f"(got {tuple(mask.shape)})")
+
+    def loss(self, x: Tensor, nodes, mask: Optional[Tensor] = None,
+             generator: Optional[torch.Generator] = None, return_parts: bool = False):
+        r"""Joint training loss of a batch (module docstring): EDM loss on the delay-embedded
+        residual + ``pattern_weight`` :math:`\|x_0 - f\|^2`, both masked to observed steps
+        and to the image entries that carry a series step.
+
+        Args:
+            x (Tensor): ``[B, L]`` daily series in original units (missing entries any
+                finite value, flagged by ``mask``).
+            nodes: ``[B]`` node indices (or entity names) of the series.
+            mask (Tensor, optional): ``[B, L]`` 1 = observed. (default: all observed)
+            generator (torch.Generator, optional): for :math:`\sigma` and the noise.
+            return_parts (bool): also return ``(diffusion, pattern)`` terms.
+        """
+        self._check_batch(x, mask)
+        if not bool(self.scaler_set):
+            raise RuntimeError("call set_scaler(mean, std) (or fit) before training")
+        B = x.shape[0]
+        ent = self._entities(nodes)
+        if ent.numel() != B:
+            raise ValueError(f"'nodes' must have B={B} entries (got {ent.numel()})")
+        z = ((x - self.scale_mean) / self.scale_std).to(torch.float32)
+        obs = torch.ones_like(z) if mask is None else mask.to(z.dtype)
+        z = torch.where(obs > 0, z, torch.zeros_like(z))
+        phi_all = self.entity_guidance()
+        phi = None if phi_all is None else phi_all[ent]
+        f = self._pattern_std(phi, B, z.device)
+        img = self.delay(z).unsqueeze(1)                       # [B, 1, V, V]
+        f_img = self.delay(f).unsqueeze(1)
+        m_img = (self.delay(obs) * self.delay.image_mask.to(z.dtype)).unsqueeze(1)
+        cond = {} if phi is None else {"cond": phi}
+        return self.diffusion.edm_loss(self.precond, img, f=f_img, mask=m_img,
+                                       generator=generator, return_parts=return_parts, **cond)
+
+    def fit(self, x: Tensor, nodes: Tensor, mask: Optional[Tensor] = None, steps: int = 2000,
+            batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.0,
+            grad_clip: float = 1.0, seed: int = 0, progress: bool = True) -> Dict[str, list]:
+        r"""Train on daily samples with Adam (cosine learning-rate decay, gradient clipping).
+
+        Sets the scaler from the observed training values if it is not set yet.
+
+        Args:
+            x (Tensor): ``[S, L]`` training series (original units).
+            nodes (LongTensor): ``[S]`` their node indices.
+            mask (Tensor, optional): ``[S, L]`` observed mask.
+            steps (int): optimiser steps. (default: ``2000``)
+            batch_size (int): samples per step. (default: ``64``)
+            lr (float): peak learning rate. (default: ``2e-3``)
+            weight_decay (float): Adam weight decay. (default: ``0``)
+            grad_clip (float): max gradient norm. (default: ``1``)
+            seed (int): for batches, :math:`\sigma` and noise. (default: ``0``)
+            progress (bool): tqdm bar. (default: ``True``)
+
+        Returns:
+            dict with the per-step ``loss`` list.
+        """
+        self._check_batch(x, mask)
+        nodes = torch.as_tensor(nodes).long().reshape(-1)
+        if nodes.numel() != x.shape[0]:
+            raise ValueError(f"'nodes' must have S={x.shape[0]} entries (got {nodes.numel()})")
+        if int(steps) != steps or steps < 1 or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"'steps' and 'batch_size' must be positive integers "
+                             f"(got {steps}, {batch_size})")
+        obs = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+        if not bool(self.scaler_set):
+            vals = x[obs > 0]
+            if vals.numel() < 2:
+                raise ValueError("'x' has fewer than two observed values to fit the scaler")
+            self.set_scaler(float(vals.mean()), float(vals.std().clamp(min=1e-6)))
+        device = self.scale_mean.device
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr,
+                               weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+        hist = []
+        self.train()
+        S = x.shape[0]
+        bar = tqdm(range(int(steps)), disable=not progress, desc="KGDiff train", leave=False)
+        for _ in bar:
+            idx = torch.randint(0, S, (min(int(batch_size), S),), generator=gen)
+            loss = self.loss(x[idx].to(device), nodes[idx].to(device), obs[idx].to(device),
+                             generator=gen if device.type == "cpu" else None)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
+            opt.step()
+            sched.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"KGDiff training diverged (loss {value}); "
+                                         f"lower 'lr' (got {lr})")
+            hist.append(value)
+            if len(hist) % 50 == 0:
+                bar.set_postfix(loss=f"{sum(hist[-50:]) / 50:.4f}")
+        self.eval()
+        return {"loss": hist}
+
+    # ------------------------------------------------------------------ sampling
+    def _vp_model_fn(self, sched, cond: Dict[str, Tensor], f_img: Tensor):
+        r"""``model_fn(x_t, t) -> x_0`` for DDPM / DDIM from the EDM denoiser:
+        :math:`\hat x_0 = D\big((x_t - f)/\sqrt{\bar\alpha_t};\ \sigma_t\big) + f` with
+        :math:`\sigma_t = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}`."""
+        ab = sched.alphas_cumprod
+
+        def fn(x_t: Tensor, t: Tensor) -> Tensor:
+            a = ab.to(x_t.device)[t].to(x_t.dtype).view(-1, 1, 1, 1)
+            sigma = ((1 - a) / a).sqrt().reshape(-1)
+            return self.precond((x_t - f_img) / a.sqrt(), sigma, **cond) + f_img
+        return fn
+
+    @torch.no_grad()
+    def generate(self, nodes, num_samples: int = 1, sampler: str = "edm",
+                 num_steps: Optional[int] = None, batch_size: int = 512,
+                 seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                 eta: float = 0.0, progress: bool = False, **sampler_kwargs) -> Tensor:
+        r"""Generate daily series for ``nodes`` (any KG node, seen in training or not).
+
+        Args:
+            nodes: ``[n]`` node indices, or entity names (any entity of the KG).
+            num_samples (int): samples per node. (default: ``1``)
+            sampler (str): ``'edm'`` (Heun, Karras et al. Algorithm 2), ``'ddpm'`` or
+                ``'ddim'``. (default: ``'edm'``)
+            num_steps (int, optional): EDM :math:`N` (:math:`2N-1` network evaluations;
+                default 18) or DDPM / DDIM inference steps (default: all 200 / 50).
+            batch_size (int): images per network call. (default: ``512``)
+            seed (int, optional): seed of a fresh CPU generator (ignored if ``generator``).
+            generator (torch.Generator, optional): source of the initial noise.
+            eta (float): DDIM :math:`\eta`. (default: ``0``)
+            progress (bool): tqdm bar over batches. (default: ``False``)
+            **sampler_kwargs: extra :func:`~torch_stgen.diffusion.edm_sampler` options
+                (``sigma_min``, ``sigma_max``, ``rho``, ``S_churn``).
+
+        Returns:
+            Tensor ``[num_samples, n, L]`` in original units.
+        """
+        if sampler not in _SAMPLERS:
+            raise ValueError(f"'sampler' must be one of {_SAMPLERS} (got {sampler!r})")
+        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"'num_samples' must be a positive integer (got {num_samples!r})")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"'batch_size' must be a positive integer (got {batch_size!r})")
+        if not bool(self.scaler_set):
+            raise RuntimeError("the model has no scaler: call fit or set_scaler first")
+        was_training = self.training
+        self.eval()
+        device = self.scale_mean.device
+        if generator is None:
+            generator = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
+        ent = self._entities(nodes)
+        n, S, V = ent.numel(), int(num_samples), self.window
+        phi_all = self.entity_guidance()
+        phi_nodes = None if phi_all is None else phi_all[ent]
+        f_nodes = self._pattern_std(phi_nodes, n, device)            # [n, L]
+        # sample-major order: row s * n + j is sample s of node j
+        flat_nodes = torch.arange(n, device=device).repeat(S)
+        out = torch.empty(S * n, self.length, device=device)
+        starts = range(0, S * n, int(batch_size))
+        for start in tqdm(starts, disable=not progress, desc="KGDiff sample", leave=False):
+            sel = flat_nodes[start:start + int(batch_size)]
+            B = sel.numel()
+            cond = {} if phi_nodes is None else {"cond": phi_nodes[sel]}
+            f_img = self.delay(f_nodes[sel]).unsqueeze(1)
+            latents = torch.randn(B, 1, V, V, generator=generator).to(device)
+            if sampler == "edm":
+                img = self.diffusion.edm_sample(self.precond, f_img, latents,
+                                                num_steps=num_steps or 18, **sampler_kwargs,
+                                                **cond)
+            else:
+                cfg = self.diffusion.scheduler.config
+                cls = DDPMScheduler if sampler == "ddpm" else DDIMScheduler
+                sch = cls(num_train_timesteps=cfg.num_train_timesteps,
+                          trained_betas=self.diffusion.betas, prediction_type="sample")
+                steps = num_steps or (cfg.num_train_timesteps if sampler == "ddpm" else 50)
+                img = self.diffusion.sample(self._vp_model_fn(sch, cond, f_img), f_img,
+                                            scheduler=sch, num_inference_steps=steps,
+                                            x_T=f_img + latents, generator=generator,
+                                            eta=eta if sampler == "ddim" else None)
+            out[start:start + B] = self.delay.inverse(img[:, 0].float())
+        self.train(was_training)
+        out = out * self.scale_std + self.scale_mean
+        return out.reshape(S, n, self.length)
+
+    def extra_repr(self) -> str:
+        moe = (f"geometry_moe={self.geometry_moe}, experts={self.experts}"
+               + (f", variant={self.variant!r}" if self.variant else ""))
+        return (f"length={self.length}, stride={self.stride}, window={self.window}, "
+                f"dim={self.dim}, guidance={self.guidance_on}, {moe}, "
+                f"meta_pattern={self.meta_pattern}, entities={self.encoder.entity.shape[0] if self.encoder is not None else 0}")
