@@ -201,3 +201,12 @@ def test_node_profiles_use_observed_values_only():
     assert torch.allclose(node_profiles(v, m), torch.tensor([[2.0, 2.0]]))
     with pytest.raises(ValueError, match=r"'values' must have shape \[D, N, L\]"):
         node_profiles(torch.ones(2, 2))
+
+
+def test_receptive_field_pruning_gives_the_same_guidance():
+    m = make()
+    full = m.entity_guidance()
+    targets = m.node2entity[torch.tensor([0, 5])]
+    pruned = m.entity_guidance(targets=targets)
+    assert torch.allclose(full[targets], pruned[targets], atol=1e-6)
+    assert not torch.allclose(full, pruned)             # other rows were skipped

@@ -124,10 +124,26 @@ class _GuidanceEncoder(nn.Module):
             if hasattr(layer, "reset_parameters"):
                 layer.reset_parameters()
 
-    def forward(self, edge_index: Tensor, edge_type: Tensor) -> Tensor:
+    def forward(self, edge_index: Tensor, edge_type: Tensor,
+                targets: Optional[Tensor] = None) -> Tensor:
+        """Guidance of all entities; with ``targets`` (entity ids) only the rows of
+        ``targets`` are exact: each layer keeps just the edges inside the receptive field
+        of ``targets`` (the same values there, fewer messages)."""
         h = self.in_proj(self.entity)
-        for layer in self.layers:
-            h = h + layer(h, edge_index, edge_type)
+        masks = [None] * len(self.layers)
+        if targets is not None and len(self.layers):
+            need = torch.zeros(h.shape[0], dtype=torch.bool, device=h.device)
+            need[targets] = True
+            for l in range(len(self.layers) - 1, -1, -1):  # last layer first
+                keep = need[edge_index[1]]
+                masks[l] = keep
+                need = need.clone()
+                need[edge_index[0, keep]] = True
+        for layer, keep in zip(self.layers, masks):
+            if keep is None:
+                h = h + layer(h, edge_index, edge_type)
+            else:
+                h = h + layer(h, edge_index[:, keep], edge_type[keep])
         return self.norm(h)
 
 
@@ -335,12 +351,13 @@ class KGDiff(nn.Module):
         return self.node2entity[idx]
 
     # ------------------------------------------------------------------ guidance / pattern
-    def entity_guidance(self) -> Optional[Tensor]:
+    def entity_guidance(self, targets: Optional[Tensor] = None) -> Optional[Tensor]:
         r"""Guidance of **every** KG entity, ``[num_entities, dim]`` (``None`` when
-        ``guidance=False``)."""
+        ``guidance=False``). With ``targets`` (entity ids) only those rows are computed
+        exactly (message passing restricted to their receptive field; used in training)."""
         if self.encoder is None:
             return None
-        return self.encoder(self.edge_index, self.edge_type)
+        return self.encoder(self.edge_index, self.edge_type, targets)
 
     def guidance(self, nodes) -> Optional[Tensor]:
         r""":math:`\varphi` of ``nodes`` (node indices or entity names), ``[n, dim]``."""
@@ -395,7 +412,7 @@ class KGDiff(nn.Module):
         z = ((x - self.scale_mean) / self.scale_std).to(torch.float32)
         obs = torch.ones_like(z) if mask is None else mask.to(z.dtype)
         z = torch.where(obs > 0, z, torch.zeros_like(z))
-        phi_all = self.entity_guidance()
+        phi_all = self.entity_guidance(targets=ent)
         phi = None if phi_all is None else phi_all[ent]
         f = self._pattern_std(phi, B, z.device)
         img = self.delay(z).unsqueeze(1)                       # [B, 1, V, V]

@@ -1,0 +1,122 @@
+"""CI smoke test of the KGDiff benchmark (torch_stgen.experiments.kgdiff) in --quick mode on
+a tiny synthetic city, a user's own graph .npz through the same code path, and the
+benchmark's metric / merge helpers."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from torch_stgen.data import GraphSeries, write_npz
+from torch_stgen.data.kg import _haversine_km
+from torch_stgen.experiments.kgdiff import (METHODS, build_parser, delay_settings, evaluate,
+                                           load_data, print_table, run)
+
+KEYS = {"dataset", "method", "mae", "rmse", "mmd", "jsd", "seconds"}
+
+
+def tiny(tmp_path):
+    return ["--sensors", "16", "--city-days", "7", "--city-size", "8", "--steps", "2",
+            "--batch-size", "4", "--sampling-steps", "2", "--tucker-epochs", "1",
+            "--tucker-dim", "8", "--dim", "8", "--model-channels", "8", "--no-progress",
+            "--tucker-cache", str(tmp_path / "tucker")]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_quick_synthetic_rows_json_and_table(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    args = build_parser().parse_args(["--quick", "--methods", "main", "--out", str(out)]
+                                     + tiny(tmp_path))
+    rows = run(args)
+    assert [r["method"] for r in rows] == ["global-mean", "knn", "uncond", "tucker-con",
+                                           "kgdiff"]
+    for r in rows:
+        assert KEYS <= set(r) and r["dataset"] == "synthetic"
+        assert all(np.isfinite(r[k]) and r[k] >= 0 for k in ("mae", "rmse", "mmd", "jsd"))
+        assert r["rmse"] >= r["mae"]
+    assert json.loads(out.read_text()) == rows
+    # the global-mean row, recomputed independently from the data
+    data = load_data(args)
+    tr, te = data["train"], data["test"]
+    prof = data["values"] * data["mask"]
+    prof = prof.sum(0) / data["mask"].sum(0).clamp(min=1)          # [N, L]
+    err = prof[te] - prof[tr].mean(0)
+    assert rows[0]["mae"] == pytest.approx(float(err.abs().mean()), rel=1e-5)
+    assert rows[0]["rmse"] == pytest.approx(float(err.pow(2).mean().sqrt()), rel=1e-5)
+    # test nodes are the southern band
+    assert float(data["lat"][te].max()) <= float(data["lat"][tr].min())
+    assert set(data["val"].tolist()) < set(tr.tolist())
+    text = print_table(rows)
+    assert "| synthetic | KGDiff |" in text and "avg rank" in capsys.readouterr().out
+
+
+def test_user_npz_graph_with_and_without_kg_file(tmp_path):
+    rng = np.random.default_rng(0)
+    N, days, L = 12, 7, 24
+    lat = 40.0 + 0.01 * np.arange(N)
+    lon = -74.0 + 0.002 * rng.random(N)
+    base = np.sin(np.linspace(0, 2 * np.pi, L))[None, :] * (1 + np.arange(N)[:, None] % 3)
+    data = np.concatenate([base.T + 0.1 * rng.standard_normal((L, N)) for _ in range(days)])
+    series = GraphSeries(data=torch.tensor(data, dtype=torch.float32), lat=lat, lon=lon,
+                         timestamps=np.datetime64("2024-01-01T00:00")
+                         + np.arange(days * L) * np.timedelta64(60, "m"),
+                         node_ids=[f"n{i}" for i in range(N)])
+    path = write_npz(tmp_path / "mine.npz", series)
+    common = ["--dataset", str(path), "--methods", "global-mean,knn,kgdiff-no-moe"] \
+        + tiny(tmp_path)
+    rows = run(build_parser().parse_args(common))
+    assert [r["dataset"] for r in rows] == ["mine"] * 3
+    # a user's KG triples file: node entities named by node_ids
+    kg_file = tmp_path / "kg.txt"
+    kg_file.write_text("".join(f"n{i}\tkind\tk{i % 3}\n" for i in range(N)))
+    args = build_parser().parse_args(common + ["--kg", str(kg_file)])
+    data = load_data(args)
+    assert data["kg"].num_relations == 1 and data["length"] == 24
+    assert data["kg"].entities[int(data["kg"].node2entity[4])] == "n4"
+    assert len(run(args)) == 3
+
+
+def test_evaluate_metrics():
+    torch.manual_seed(0)
+    real = torch.randn(6, 3, 10) + 5
+    same = evaluate(real, real)
+    assert same["mae"] == 0 and same["rmse"] == 0 and same["jsd"] == 0
+    assert same["mmd"] == pytest.approx(0, abs=1e-12)
+    shifted = evaluate(real + 2.0, real)
+    assert shifted["mae"] == pytest.approx(2.0) and shifted["rmse"] == pytest.approx(2.0)
+    assert shifted["mmd"] > 0.1 and shifted["jsd"] > 0.1
+    mask = torch.ones_like(real)
+    mask[0, 0, 0] = 0
+    garbage = real.clone()
+    garbage[0, 0, 0] = 1e6                            # unobserved: ignored by every metric
+    assert evaluate(real, garbage, mask)["jsd"] == pytest.approx(
+        evaluate(real, real, mask)["jsd"])
+    with pytest.raises(ValueError, match="must agree"):
+        evaluate(real[:, :2], real)
+
+
+def test_delay_settings_cover_the_day():
+    assert delay_settings(48) == (3, 16) and delay_settings(288) == (9, 32)
+    for L in (24, 96, 144, 1440):
+        U, V = delay_settings(L)
+        assert 1 <= U <= V and (V - 1) * U + V >= L
+
+
+def test_methods_and_merge(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        run(build_parser().parse_args(["--methods", "magic"] + tiny(tmp_path)))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    row = {"dataset": "d", "method": "kgdiff", "mae": 1.0, "rmse": 1.0, "mmd": 0.1,
+           "jsd": 0.1, "seconds": 1.0, "seed": 0}
+    a.write_text(json.dumps([row, dict(row, method="knn")]))
+    b.write_text(json.dumps([dict(row, mae=0.5)]))
+    merged = run(build_parser().parse_args(["--merge", str(a), str(b), "--out",
+                                            str(tmp_path / "m.json")]))
+    assert {r["method"]: r["mae"] for r in merged} == {"kgdiff": 0.5, "knn": 1.0}
+    assert set(METHODS) >= {"uncond", "tucker-con", "kgdiff-paper", "kgdiff-no-meta"}
