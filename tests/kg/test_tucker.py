@@ -140,7 +140,12 @@ def test_training_fits_the_kg_and_mrr_matches_pykeen():
     assert raw["mrr"] <= filt["mrr"] and filt["num_triples"] == test.size(0)
     # our closed-form ranking equals PyKEEN's rank-based evaluator (realistic, both sides)
     from pykeen.evaluation import RankBasedEvaluator
-    res = RankBasedEvaluator().evaluate(trained.to_pykeen_model(), test,
+    from pykeen.models import TuckER
+    from pykeen.triples import CoreTriplesFactory
+    plain = TuckER(triples_factory=CoreTriplesFactory(kg.triples, n, 2), embedding_dim=16,
+                   random_seed=0)  # PyKEEN's own class and scoring, our trained weights
+    plain.load_state_dict(trained.model_state)
+    res = RankBasedEvaluator().evaluate(plain, test,
                                         additional_filter_triples=[kg.triples],
                                         batch_size=32, use_tqdm=False)
     assert filt["mrr"] == pytest.approx(
@@ -149,6 +154,22 @@ def test_training_fits_the_kg_and_mrr_matches_pykeen():
                                             abs=1e-6)
     sub = link_prediction_mrr(trained, test, kg.triples, max_triples=10)
     assert sub["num_triples"] == 10
+
+
+def test_fast_one_to_n_scoring_equals_pykeen_also_in_training_mode():
+    from pykeen.models import TuckER
+    kg, _ = clustered_kg()
+    model = pretrain_tucker(kg, cache_dir=False, **FAST).to_pykeen_model()
+    assert isinstance(model, TuckER)
+    q = kg.triples[:16, :2]
+    torch.testing.assert_close(model.score_t(q), TuckER.score_t(model, q), atol=1e-5,
+                               rtol=1e-5)
+    model.train()  # dropout on: same masks from the same seed, batch norm on the batch
+    torch.manual_seed(7)
+    fast = model.score_t(q)
+    torch.manual_seed(7)
+    ref = TuckER.score_t(model, q)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_bad_inputs():
