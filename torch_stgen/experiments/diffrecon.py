@@ -72,26 +72,33 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--out", default=None, help="write the JSON rows to this file")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="evaluated split; 'val' for model selection (default: %(default)s)")
+    p.add_argument("--train-patterns", default=None,
+                   help="patterns whose simulated masks train the learned methods (default: "
+                        "the evaluated --patterns); e.g. all nine for ablations evaluated "
+                        "on three")
     p.add_argument("--train-per-pattern", action="store_true",
-                   help="train one model per pattern instead of one for all patterns")
+                   help="train one model per evaluated pattern instead of one for all")
     g = p.add_argument_group("DiffRecon")
     g.add_argument("--steps", type=int, default=None,
-                   help="pre-training iterations (default: 3000; quick 400)")
+                   help="pre-training iterations (default: 1000; quick 300)")
     g.add_argument("--joint-steps", type=int, default=None,
-                   help="joint-training iterations (default: 1000; quick 150)")
+                   help="joint-training iterations (default: 200; quick 60)")
     g.add_argument("--joint-refresh", type=int, default=250,
                    help="iterations between refreshes of Diffusion-C's completions")
-    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--history-c", type=int, default=8, help="ST-PointFormer window")
     g.add_argument("--history-f", type=int, default=None,
                    help="T-PatternNet series length (default: one day of steps)")
     g.add_argument("--model-channels", type=int, default=32)
     g.add_argument("--d-model", type=int, default=32)
-    g.add_argument("--prediction-type", default="epsilon",
-                   choices=("epsilon", "sample", "v_prediction"))
+    g.add_argument("--prediction-type", default="sample",
+                   choices=("epsilon", "sample", "v_prediction"),
+                   help="what the denoisers predict (default: %(default)s, x0)")
+    g.add_argument("--position-channels", type=int, default=0,
+                   help="learnable positional map channels of the U-Nets (default: 0)")
     g.add_argument("--samples", type=int, default=None,
-                   help="samples per map (default: 8; quick 4)")
+                   help="samples per map (default: 4; quick 2)")
     g.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     g.add_argument("--sampling-steps", type=int, default=None,
                    help="reverse steps (default: 20; quick 10)")
@@ -99,7 +106,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--mass-consistent", action="store_true")
     g = p.add_argument_group("baselines")
     g.add_argument("--baseline-steps", type=int, default=None,
-                   help="SRCNN / UrbanFM iterations (default: 3000; quick 400)")
+                   help="SRCNN / UrbanFM iterations (default: 2000; quick 300)")
+    g.add_argument("--baseline-batch-size", type=int, default=64)
     g = p.add_argument_group("synthetic city")
     g.add_argument("--city-size", type=int, default=16, help="fine grid side")
     g.add_argument("--city-days", type=int, default=28)
@@ -113,9 +121,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
 
 def _defaults(args) -> None:
     q = bool(args.quick)
-    for name, full, quick in (("steps", 3000, 400), ("joint_steps", 1000, 150),
-                              ("samples", 8, 4), ("sampling_steps", 20, 10),
-                              ("baseline_steps", 3000, 400)):
+    for name, full, quick in (("steps", 1000, 300), ("joint_steps", 200, 60),
+                              ("samples", 4, 2), ("sampling_steps", 20, 10),
+                              ("baseline_steps", 2000, 300)):
         if getattr(args, name) is None:
             setattr(args, name, quick if q else full)
     if args.patterns is None:
@@ -175,7 +183,8 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 history_c=args.history_c, history_f=args.history_f or steps_per_day,
                 use_time=use_time, ext_features=ext_features,
                 model_channels=args.model_channels, d_model=args.d_model,
-                prediction_type=args.prediction_type)
+                prediction_type=args.prediction_type,
+                position_channels=args.position_channels)
 
 
 def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day):
@@ -199,7 +208,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
             net = UrbanFM(C, coarse_size, N, cond_features=0 if cond is None else
                           cond.shape[1], width=64, num_blocks=8)
         fit_upsampler(net, fine_tr, cond, patterns=patterns, steps=args.baseline_steps,
-                      batch_size=args.batch_size, lr=args.lr, seed=seed,
+                      batch_size=args.baseline_batch_size, lr=args.lr, seed=seed,
                       progress=args.progress)
 
         def predict(c, k, tm, ex, ctx):
@@ -290,12 +299,18 @@ def run(args) -> List[Dict]:
     fine_tr = fine[train.start:train.stop]
     time_tr = None if time_ is None else time_[train.start:train.stop]
     ext_tr = None if ext is None else ext[train.start:train.stop]
-    groups = [[p] for p in patterns] if args.train_per_pattern else [patterns]
+    if args.train_per_pattern:
+        groups = [([p], [p]) for p in patterns]
+    elif args.train_patterns:
+        groups = [(patterns, [SparsePattern.parse(s.strip(), seed=args.seed)
+                              for s in args.train_patterns.split(",") if s.strip()])]
+    else:
+        groups = [(patterns, patterns)]
     rows = []
     for method in methods:
-        for group in groups:
+        for group, train_pats in groups:
             t0 = time.perf_counter()
-            predict = _train(method, args, fine_tr, time_tr, ext_tr, group, args.seed,
+            predict = _train(method, args, fine_tr, time_tr, ext_tr, train_pats, args.seed,
                              steps_per_day)
             train_s = time.perf_counter() - t0
             for p in group:
@@ -313,7 +328,7 @@ def run(args) -> List[Dict]:
                        "mae": float(mae(pred, truth)), "rmse": float(rmse(pred, truth)),
                        "seconds": round(secs, 2), "train_seconds": round(train_s, 2),
                        "split": args.split, "seed": args.seed, "clipped": clip,
-                       "trained_on": [q.name for q in group]}
+                       "trained_on": [q.name for q in train_pats]}
                 rows.append(row)
                 print(f"  {method:28s} {p.name:11s} MAE {row['mae']:.3f}  RMSE "
                       f"{row['rmse']:.3f}  ({secs:.1f} s eval, {train_s:.0f} s train)",
@@ -400,8 +415,8 @@ def run_demo(seed: int = 0, progress: bool = True) -> List[Dict]:
     fixed 40 %, random 40 % and the block; prints the table. A few minutes on a CPU."""
     args = build_parser().parse_args([
         "--dataset", "synthetic", "--city-size", "16", "--city-days", "21",
-        "--patterns", "fixed:0.4,random:0.4,block", "--steps", "300", "--joint-steps", "100",
-        "--joint-refresh", "100", "--baseline-steps", "300", "--samples", "4",
+        "--patterns", "fixed:0.4,random:0.4,block", "--steps", "300", "--joint-steps", "60",
+        "--joint-refresh", "30", "--baseline-steps", "300", "--samples", "2",
         "--sampling-steps", "10", "--seed", str(seed)])
     args.progress = progress
     rows = run(args)

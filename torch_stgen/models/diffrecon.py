@@ -314,7 +314,7 @@ class DiffusionC(_Stage):
             "w/o ST-PointFormer" ablation). (default: ``True``)
         position_channels (int, optional): channels of the learnable positional map
             (:class:`PositionConditioner`, an addition to the paper; ``0``: none).
-            (default: ``4``)
+            (default: ``0``)
         model_channels, channel_mult, num_res_blocks: U-Net sizes.
             (default: ``32``, ``(1, 2)``, ``1``)
         cond_dim (int, optional): size of the time/external vector. (default: ``32``)
@@ -331,7 +331,7 @@ class DiffusionC(_Stage):
 
     def __init__(self, channels: int, grid: Tuple[int, int], history: int = 8,
                  use_time: bool = True, ext_features: int = 0,
-                 use_stpointformer: bool = True, position_channels: int = 4,
+                 use_stpointformer: bool = True, position_channels: int = 0,
                  model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
@@ -389,7 +389,7 @@ class DiffusionF(_Stage):
         use_tpatternnet (bool, optional): the inter-encoder (``False``: "w/o T-PatternNet").
             (default: ``True``)
         position_channels (int, optional): as in :class:`DiffusionC` (fine grid).
-            (default: ``4``)
+            (default: ``0``)
         model_channels, channel_mult, num_res_blocks, cond_dim, inter_channels: U-Net sizes.
         d_model, num_layers, top_k: T-PatternNet sizes. (default: ``32``, ``2``, ``3``)
         num_train_timesteps, beta_schedule, prediction_type: the DDPM.
@@ -400,7 +400,7 @@ class DiffusionF(_Stage):
 
     def __init__(self, channels: int, grid: Tuple[int, int], factor: int, history: int = 24,
                  use_time: bool = True, ext_features: int = 0,
-                 use_tpatternnet: bool = True, position_channels: int = 4,
+                 use_tpatternnet: bool = True, position_channels: int = 0,
                  model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
@@ -516,7 +516,7 @@ class DiffRecon(nn.Module):
         use_stpointformer, use_tpatternnet (bool, optional): the inter-encoders
             (ablations). (default: ``True``)
         position_channels (int, optional): learnable positional map channels of both
-            U-Nets (:class:`PositionConditioner`; ``0``: none). (default: ``4``)
+            U-Nets (:class:`PositionConditioner`; ``0``: none). (default: ``0``)
         model_channels (int, optional): U-Net width of both stages. (default: ``32``)
         channel_mult (sequence of int, optional): (default: ``(1, 2)``)
         num_res_blocks (int, optional): (default: ``1``)
@@ -537,7 +537,7 @@ class DiffRecon(nn.Module):
     def __init__(self, channels: int, coarse_size: Tuple[int, int], factor: int,
                  history_c: int = 8, history_f: int = 24, use_time: bool = True,
                  ext_features: int = 0, use_stpointformer: bool = True,
-                 use_tpatternnet: bool = True, position_channels: int = 4,
+                 use_tpatternnet: bool = True, position_channels: int = 0,
                  model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  d_model: int = 32, num_train_timesteps: int = 1000,
