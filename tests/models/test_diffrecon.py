@@ -77,18 +77,21 @@ def test_tpattern_conditioner_shape_and_cell_order():
 
 
 def test_stage_denoisers_are_composed_from_public_conditioners():
-    c = DiffusionC(2, (4, 2), history=3, model_channels=8, d_model=8)
+    c = DiffusionC(2, (4, 2), history=3, model_channels=8, d_model=8, position_channels=4)
     names = [type(k).__name__ for k in c.denoiser.conditioner.conditioners]
     assert names == ["ObservedMapConditioner", "PositionConditioner", "ExternalConditioner",
                      "STPointFormerConditioner"]
     assert c.denoiser.unet.in_channels == 2 + 4 + 4      # data + observed map, mask + pos.
-    f = DiffusionF(2, (4, 2), 2, history=6, model_channels=8, d_model=8)
+    f = DiffusionF(2, (4, 2), 2, history=6, model_channels=8, d_model=8,
+                   position_channels=4)
     names = [type(k).__name__ for k in f.denoiser.conditioner.conditioners]
     assert names == ["ObservedMapConditioner", "PositionConditioner", "ExternalConditioner",
                      "TPatternConditioner"]
     assert f.denoiser.unet.in_channels == 2 + 2 + 4      # data + upsampled coarse + pos.
-    assert DiffusionF(2, (4, 2), 2, position_channels=0, model_channels=8,
+    assert DiffusionF(2, (4, 2), 2, model_channels=8,                 # default: no map
                       d_model=8).denoiser.unet.in_channels == 4
+    pos = f.denoiser.conditioner.conditioners[1]
+    assert pos({"coarse": torch.zeros(3, 2, 4, 2)})["map"].shape == (3, 4, 8, 4)
     c0 = DiffusionC(2, (4, 2), use_stpointformer=False, model_channels=8)
     assert c0.denoiser.unet.inter_channels == 0
     f0 = DiffusionF(2, (4, 2), 2, use_tpatternnet=False, model_channels=8)
