@@ -691,7 +691,9 @@ class DiffRecon(nn.Module):
 
         with :math:`X_{cg} = \mathrm{coarsen}(X_{fg}, N)` the pseudo-complete coarse map
         (sum-pooled fine truth) both as Diffusion-C's target and as Diffusion-F's
-        condition. The two losses share no parameter, so one Adam step on
+        condition (with ``prediction_type="sample"`` the networks regress
+        :math:`X_0` instead of :math:`\epsilon`: the same objective up to a per-step
+        weight, Ho et al. 2020 §3.2). The two losses share no parameter, so one Adam step on
         :math:`\mathcal{L}_C + \mathcal{L}_F` is exactly two separate pre-trainings run
         side by side.
 
