@@ -210,3 +210,19 @@ def test_receptive_field_pruning_gives_the_same_guidance():
     pruned = m.entity_guidance(targets=targets)
     assert torch.allclose(full[targets], pruned[targets], atol=1e-6)
     assert not torch.allclose(full, pruned)             # other rows were skipped
+
+
+def test_fit_sets_scaler_and_residual_sigma_data():
+    # two nodes at levels 10 and 20 (+ N(0, 1)): standardised std ~ 5.1, residual std ~ 1
+    torch.manual_seed(0)
+    x = torch.cat([torch.full((40, 16), 10.0), torch.full((40, 16), 20.0)])
+    x = x + torch.randn_like(x)
+    nodes = torch.cat([torch.zeros(40), torch.ones(40)]).long()
+    m = make()
+    m.fit(x, nodes, steps=1, batch_size=4, progress=False)
+    assert float(m.scale_mean) == pytest.approx(float(x.mean()))
+    assert float(m.scale_std) == pytest.approx(float(x.std()))
+    assert m.precond.sigma_data == pytest.approx(1.0 / float(x.std()), rel=0.05)
+    fixed = make(meta_pattern=False)
+    fixed.fit(x, nodes, steps=1, batch_size=4, progress=False)
+    assert fixed.precond.sigma_data == 1.0

@@ -43,7 +43,7 @@ from typing import Dict, List, Optional
 import torch
 
 __all__ = ["METHODS", "build_parser", "run", "print_table", "evaluate", "load_data",
-           "run_demo", "delay_settings", "merge_rows"]
+           "run_demo", "delay_settings", "merge_rows", "build_kgdiff"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,14 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--channel-mult", default=None,
                    help="U-Net levels, e.g. '1,2' (default: '1,2' for V <= 16, '1,2,2' above)")
     g.add_argument("--pattern-weight", type=float, default=1.0)
+    g.add_argument("--guidance-dropout", type=float, default=0.0)
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--finetune-embedding", type=int, choices=(0, 1), default=0,
+                   help="train the TuckER entity embeddings jointly (1) or freeze them (0); "
+                        "frozen generalises better to unseen nodes here (default: %(default)s)")
+    g.add_argument("--moe-layers", type=int, default=None,
+                   help="Geometry MoE layers (default: 2 for the synthetic city, whose "
+                        "category -> POI -> sensor chain is two hops; 1 for distance KGs)")
     g.add_argument("--sampler", choices=("edm", "ddpm", "ddim"), default="edm")
     g.add_argument("--sampling-steps", type=int, default=None,
                    help="EDM N (2N-1 evaluations; default 10, 6 with --quick) or DDPM/DDIM steps")
@@ -288,7 +296,11 @@ def build_kgdiff(data: dict, entity: torch.Tensor, args, **options):
             else ((1, 2) if data["window"] <= 16 else (1, 2, 2)))
     return KGDiff(data["kg"], entity, data["length"], data["stride"], data["window"],
                   dim=args.dim, model_channels=args.model_channels, channel_mult=mult,
-                  pattern_weight=args.pattern_weight, **options)
+                  pattern_weight=args.pattern_weight,
+                  guidance_dropout=args.guidance_dropout,
+                  finetune_embedding=bool(args.finetune_embedding),
+                  num_moe_layers=args.moe_layers or (2 if data["name"] == "synthetic" else 1),
+                  **options)
 
 
 def _run_method(key: str, data: dict, args, tucker) -> dict:
@@ -316,7 +328,8 @@ def _run_method(key: str, data: dict, args, tucker) -> dict:
         model = build_kgdiff(data, tucker.entity, args, **options)
         x, m, nodes = _train_values(data)
         hist = model.fit(x, nodes, m, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, progress=args.progress)
+                         weight_decay=args.weight_decay, seed=args.seed,
+                         progress=args.progress)
         gen = model.generate(te, num_samples=D, sampler=args.sampler,
                              num_steps=args.sampling_steps, seed=args.seed + 1,
                              progress=args.progress)

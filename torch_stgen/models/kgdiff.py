@@ -190,7 +190,8 @@ class KGDiff(nn.Module):
     The data are standardised with one mean and standard deviation (:meth:`set_scaler`, set
     by :meth:`fit` from the training values when not given). The model's ``sigma_data`` is
     the standard deviation of the diffusion's target, the residual :math:`x_0 - f` in
-    standardised units: ``1.0`` without a meta pattern, smaller with one.
+    standardised units: ``1.0`` without a meta pattern, smaller with one (by default set by
+    :meth:`fit` from the training data).
 
     Why ``pattern_weight`` defaults to 1: with the guidance also fed to the denoiser, the
     pure diffusion loss leaves :math:`f` free (the network can absorb any shift), so nothing
@@ -232,8 +233,12 @@ class KGDiff(nn.Module):
             (default: ``False``)
         film (bool, optional): FiLM instead of additive injection of the block embedding.
             (default: ``False``: added, as in eq. 19)
-        sigma_data (float, optional): EDM :math:`\sigma_d`. (default: ``0.5`` with a meta
-            pattern, ``1.0`` without)
+        guidance_dropout (float, optional): dropout on :math:`\varphi` in training (against
+            memorising the training nodes). (default: ``0``)
+        sigma_data (float, optional): EDM :math:`\sigma_d`. ``None`` = set by :meth:`fit`
+            from the training data: the standard deviation (standardised units) of the
+            series around their node's mean day with a meta pattern (what remains once
+            :math:`f` has learnt the mean), ``1.0`` without. (default: ``None``)
         num_train_timesteps (int, optional): length of the discrete chain used by the
             DDPM / DDIM samplers (200 in the paper). (default: ``200``)
         beta_schedule (str, optional): its schedule. (default: ``'cosine'``)
@@ -252,6 +257,7 @@ class KGDiff(nn.Module):
                  pattern_weight: float = 1.0, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  mid_attention: bool = False, film: bool = False,
+                 guidance_dropout: float = 0.0,
                  sigma_data: Optional[float] = None, num_train_timesteps: int = 200,
                  beta_schedule: str = "cosine"):
         super().__init__()
@@ -289,6 +295,10 @@ class KGDiff(nn.Module):
         self.experts = experts
         self.variant = variant
         self.pattern_weight = float(pattern_weight) if self.meta_pattern else 0.0
+        if not 0.0 <= guidance_dropout < 1.0:
+            raise ValueError(f"'guidance_dropout' must lie in [0, 1) (got {guidance_dropout})")
+        self.guidance_dropout = float(guidance_dropout)
+        self.auto_sigma_data = sigma_data is None
         if sigma_data is None:
             sigma_data = 0.5 if self.meta_pattern else 1.0
         if not sigma_data > 0:
@@ -414,6 +424,8 @@ class KGDiff(nn.Module):
         z = torch.where(obs > 0, z, torch.zeros_like(z))
         phi_all = self.entity_guidance(targets=ent)
         phi = None if phi_all is None else phi_all[ent]
+        if phi is not None and self.guidance_dropout > 0:
+            phi = F.dropout(phi, self.guidance_dropout, training=self.training)
         f = self._pattern_std(phi, B, z.device)
         img = self.delay(z).unsqueeze(1)                       # [B, 1, V, V]
         f_img = self.delay(f).unsqueeze(1)
@@ -457,6 +469,8 @@ class KGDiff(nn.Module):
             if vals.numel() < 2:
                 raise ValueError("'x' has fewer than two observed values to fit the scaler")
             self.set_scaler(float(vals.mean()), float(vals.std().clamp(min=1e-6)))
+        if self.auto_sigma_data:
+            self.precond.sigma_data = self._residual_std(x, nodes, obs)
         device = self.scale_mean.device
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr,
@@ -486,6 +500,22 @@ class KGDiff(nn.Module):
                 bar.set_postfix(loss=f"{sum(hist[-50:]) / 50:.4f}")
         self.eval()
         return {"loss": hist}
+
+    @torch.no_grad()
+    def _residual_std(self, x: Tensor, nodes: Tensor, obs: Tensor) -> float:
+        r"""``sigma_data`` for ``sigma_data=None``: with a meta pattern, the observed
+        standard deviation of :math:`z - \bar z_{node}` (standardised series minus their
+        node's mean day), floored at 0.05; without one, ``1.0``."""
+        if not self.meta_pattern:
+            return 1.0
+        z = (x - self.scale_mean.cpu()) / self.scale_std.cpu()
+        uniq, inv = torch.unique(nodes, return_inverse=True)
+        L = z.shape[1]
+        num = torch.zeros(uniq.numel(), L).index_add_(0, inv, z * obs)
+        den = torch.zeros(uniq.numel(), L).index_add_(0, inv, obs)
+        mean = num / den.clamp(min=1)
+        res = (z - mean[inv])[obs > 0]
+        return max(0.05, float(res.pow(2).mean().sqrt())) if res.numel() else 1.0
 
     # ------------------------------------------------------------------ sampling
     def _vp_model_fn(self, sched, cond: Dict[str, Tensor], f_img: Tensor):
