@@ -77,6 +77,21 @@ def _randn(shape, generator: Optional[torch.Generator], device, dtype) -> Tensor
     return noise.to(device)
 
 
+def _variance_noise(model_output: Tensor, sample: Tensor,
+                    generator: Optional[torch.Generator],
+                    variance_noise: Optional[Tensor]) -> Tensor:
+    """The noise of a stochastic step: ``variance_noise`` if given (checked), else a draw
+    from ``generator``; giving both is an error."""
+    if variance_noise is not None and generator is not None:
+        raise ValueError("pass either 'generator' or 'variance_noise', not both")
+    if variance_noise is None:
+        return _randn(model_output.shape, generator, model_output.device, model_output.dtype)
+    if variance_noise.shape != sample.shape:
+        raise ValueError(f"'variance_noise' must have shape {tuple(sample.shape)} "
+                         f"(got {tuple(variance_noise.shape)})")
+    return variance_noise
+
+
 def _scalar_timestep(timestep, name: str = "timestep") -> int:
     if isinstance(timestep, Tensor):
         if timestep.numel() == 0:
@@ -427,15 +442,8 @@ class DDPMScheduler(_DiscreteScheduler):
         x0, _ = self._predict_x0_eps(model_output, sample, self._alpha_prod(t))
         prev = c_x0 * x0 + c_xt * sample
         if t > 0:
-            if variance_noise is not None and generator is not None:
-                raise ValueError("pass either 'generator' or 'variance_noise', not both")
-            if variance_noise is None:
-                variance_noise = _randn(model_output.shape, generator, model_output.device,
-                                        model_output.dtype)
-            elif variance_noise.shape != sample.shape:
-                raise ValueError(f"'variance_noise' must have shape {tuple(sample.shape)} "
-                                 f"(got {tuple(variance_noise.shape)})")
-            prev = prev + var ** 0.5 * variance_noise
+            prev = prev + var ** 0.5 * _variance_noise(model_output, sample, generator,
+                                                       variance_noise)
         return SchedulerOutput(prev, x0)
 
 
@@ -524,15 +532,8 @@ class DDIMScheduler(_DiscreteScheduler):
         direction = max(direction2, 0.0) ** 0.5
         prev = ab_prev ** 0.5 * x0 + direction * eps
         if eta > 0:
-            if variance_noise is not None and generator is not None:
-                raise ValueError("pass either 'generator' or 'variance_noise', not both")
-            if variance_noise is None:
-                variance_noise = _randn(model_output.shape, generator, model_output.device,
-                                        model_output.dtype)
-            elif variance_noise.shape != sample.shape:
-                raise ValueError(f"'variance_noise' must have shape {tuple(sample.shape)} "
-                                 f"(got {tuple(variance_noise.shape)})")
-            prev = prev + std * variance_noise
+            prev = prev + std * _variance_noise(model_output, sample, generator,
+                                                variance_noise)
         return SchedulerOutput(prev, x0)
 
 
