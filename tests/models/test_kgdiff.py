@@ -203,8 +203,9 @@ def test_node_profiles_use_observed_values_only():
         node_profiles(torch.ones(2, 2))
 
 
-def test_receptive_field_pruning_gives_the_same_guidance():
-    m = make()
+@pytest.mark.parametrize("aggregation", ["mean", "relation"])
+def test_receptive_field_pruning_gives_the_same_guidance(aggregation):
+    m = make(aggregation=aggregation)
     full = m.entity_guidance()
     targets = m.node2entity[torch.tensor([0, 5])]
     pruned = m.entity_guidance(targets=targets)
@@ -226,3 +227,18 @@ def test_fit_sets_scaler_and_residual_sigma_data():
     fixed = make(meta_pattern=False)
     fixed.fit(x, nodes, steps=1, batch_size=4, progress=False)
     assert fixed.precond.sigma_data == 1.0
+
+
+def test_relation_aggregation_is_the_sum_of_per_relation_layers():
+    m = make(aggregation="relation", num_moe_layers=1)
+    enc = m.encoder
+    h0 = enc.in_proj(enc.entity)
+    want = h0.clone()
+    for r in range(m.edge_type.max().item() + 1):
+        sel = m.edge_type == r
+        want = want + enc.layers[0](h0, m.edge_index[:, sel], m.edge_type[sel])
+    assert torch.allclose(m.entity_guidance(), enc.norm(want), atol=1e-6)
+    mean = make(num_moe_layers=1)
+    assert not torch.allclose(mean.entity_guidance(), m.entity_guidance(), atol=1e-3)
+    with pytest.raises(ValueError, match="'aggregation'"):
+        make(aggregation="max")

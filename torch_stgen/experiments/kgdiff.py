@@ -123,6 +123,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="U-Net levels, e.g. '1,2' (default: '1,2' for V <= 16, '1,2,2' above)")
     g.add_argument("--pattern-weight", type=float, default=1.0)
     g.add_argument("--guidance-dropout", type=float, default=0.0)
+    g.add_argument("--aggregation", choices=("mean", "relation"), default="mean",
+                   help="Geometry MoE aggregation: eq. 15's mean over all edges, or the mean "
+                        "per relation summed over relations (default: %(default)s)")
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--finetune-embedding", type=int, choices=(0, 1), default=0,
                    help="train the TuckER entity embeddings jointly (1) or freeze them (0); "
@@ -297,7 +300,7 @@ def build_kgdiff(data: dict, entity: torch.Tensor, args, **options):
     return KGDiff(data["kg"], entity, data["length"], data["stride"], data["window"],
                   dim=args.dim, model_channels=args.model_channels, channel_mult=mult,
                   pattern_weight=args.pattern_weight,
-                  guidance_dropout=args.guidance_dropout,
+                  guidance_dropout=args.guidance_dropout, aggregation=args.aggregation,
                   finetune_embedding=bool(args.finetune_embedding),
                   num_moe_layers=args.moe_layers or (2 if data["name"] == "synthetic" else 1),
                   **options)

@@ -93,14 +93,21 @@ class _GuidanceEncoder(nn.Module):
         h^{(0)} = W_{in} \tilde e, \quad h^{(l+1)} = h^{(l)} + \mathrm{MoE}_l(h^{(l)}), \quad
         \varphi = \mathrm{LayerNorm}(h^{(L)})
 
+    With ``aggregation='relation'`` a layer is applied once per relation type and the
+    results are summed, :math:`\mathrm{MoE}_l(h) = \sum_r \sigma\big(W_m\,
+    \mathrm{mean}_{(i, r, j)} M_{irj}\big)` (R-GCN's per-relation normalisation,
+    Schlichtkrull et al. 2018), so that a relation with one edge (e.g. a road class) is not
+    drowned by a relation with many (e.g. nearby POIs) in eq. 15's mean.
+
     with :math:`\tilde e` the (fine-tuned) entity embeddings standardised per dimension at
     construction time.
     """
 
     def __init__(self, entity: Tensor, num_relations: int, dim: int, geometry_moe: bool,
                  num_layers: int, experts: Sequence[str], variant: Optional[str],
-                 finetune: bool, relation: Optional[Tensor]):
+                 finetune: bool, relation: Optional[Tensor], aggregation: str = "mean"):
         super().__init__()
+        self.aggregation = aggregation
         mu, sd = entity.mean(0, keepdim=True), entity.std(0, keepdim=True).clamp(min=1e-6)
         self.entity = nn.Parameter((entity - mu) / sd, requires_grad=bool(finetune))
         self.in_proj = nn.Linear(entity.shape[1], dim)
@@ -140,10 +147,16 @@ class _GuidanceEncoder(nn.Module):
                 need = need.clone()
                 need[edge_index[0, keep]] = True
         for layer, keep in zip(self.layers, masks):
-            if keep is None:
-                h = h + layer(h, edge_index, edge_type)
-            else:
-                h = h + layer(h, edge_index[:, keep], edge_type[keep])
+            ei, et = (edge_index, edge_type) if keep is None else \
+                (edge_index[:, keep], edge_type[keep])
+            if self.aggregation == "mean":
+                h = h + layer(h, ei, et)
+            else:  # per-relation mean, summed over relations
+                out = torch.zeros_like(h)
+                for r in torch.unique(et).tolist():
+                    sel = et == r
+                    out = out + layer(h, ei[:, sel], et[sel])
+                h = h + out
         return self.norm(h)
 
 
@@ -233,6 +246,9 @@ class KGDiff(nn.Module):
             (default: ``False``)
         film (bool, optional): FiLM instead of additive injection of the block embedding.
             (default: ``False``: added, as in eq. 19)
+        aggregation (str, optional): ``'mean'`` over all incoming edges (eq. 15) or
+            ``'relation'``: the mean per relation type, summed over relations (see
+            ``_GuidanceEncoder``). (default: ``'mean'``)
         guidance_dropout (float, optional): dropout on :math:`\varphi` in training (against
             memorising the training nodes). (default: ``0``)
         sigma_data (float, optional): EDM :math:`\sigma_d`. ``None`` = set by :meth:`fit`
@@ -257,7 +273,7 @@ class KGDiff(nn.Module):
                  pattern_weight: float = 1.0, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  mid_attention: bool = False, film: bool = False,
-                 guidance_dropout: float = 0.0,
+                 guidance_dropout: float = 0.0, aggregation: str = "mean",
                  sigma_data: Optional[float] = None, num_train_timesteps: int = 200,
                  beta_schedule: str = "cosine"):
         super().__init__()
@@ -313,9 +329,13 @@ class KGDiff(nn.Module):
         self._entity_names = list(getattr(kg, "entities", []) or [])
 
         self.delay = DelayEmbedding(self.length, self.stride, self.window)
+        if aggregation not in ("mean", "relation"):
+            raise ValueError(f"'aggregation' must be 'mean' (eq. 15) or 'relation' "
+                             f"(got {aggregation!r})")
+        self.aggregation = aggregation
         self.encoder = (_GuidanceEncoder(ent, kg.num_relations, self.dim, self.geometry_moe,
                                          num_moe_layers, experts, variant, finetune_embedding,
-                                         None) if self.guidance_on else None)
+                                         None, aggregation) if self.guidance_on else None)
         self.pattern_head = (_PatternHead(self.dim, self.length, 2 * self.dim)
                              if self.meta_pattern else None)
         unet = UNet2D(1, 1, model_channels=model_channels, channel_mult=channel_mult,
