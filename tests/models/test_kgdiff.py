@@ -85,7 +85,7 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_loss_backpropagates_into_embeddings_moe_and_pattern():
-    m = make().set_scaler(5.0, 2.0)
+    m = make(finetune_embedding=True).set_scaler(5.0, 2.0)
     x = 5.0 + 2.0 * torch.randn(6, 16)
     mask = torch.ones(6, 16)
     mask[0, :8] = 0
@@ -166,8 +166,8 @@ def test_unseen_nodes_get_their_class_pattern_from_the_kg():
     torch.manual_seed(0)
     emb = torch.randn(kg.num_entities, 8)
     emb[kg.node2entity] = emb[kg.node2entity[0]].clone()
-    m = KGDiff(kg, emb, 16, 4, 4, dim=8, model_channels=8, num_moe_layers=1,
-               finetune_embedding=False)
+    m = KGDiff(kg, emb, 16, 4, 4, dim=8, model_channels=8, num_moe_layers=1)
+    assert not m.encoder.entity.requires_grad            # frozen by default
     x = level[train].repeat(4).unsqueeze(1) + 0.1 * torch.randn(48, 16)
     hist = m.fit(x, train.repeat(4), steps=60, batch_size=24, lr=1e-2, progress=False)
     assert sum(hist["loss"][-20:]) < sum(hist["loss"][:20])
