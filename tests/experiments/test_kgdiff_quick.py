@@ -120,3 +120,16 @@ def test_methods_and_merge(tmp_path):
                                             str(tmp_path / "m.json")]))
     assert {r["method"]: r["mae"] for r in merged} == {"kgdiff": 0.5, "knn": 1.0}
     assert set(METHODS) >= {"uncond", "tucker-con", "kgdiff-paper", "kgdiff-no-meta"}
+
+
+def test_validation_mode_never_uses_test_nodes(tmp_path):
+    base = build_parser().parse_args(tiny(tmp_path))
+    val = build_parser().parse_args(tiny(tmp_path) + ["--eval-nodes", "val", "--tag", "+x"])
+    d_test, d_val = load_data(base), load_data(val)
+    test_nodes = set(d_test["test"].tolist())
+    used = set(d_val["train"].tolist()) | set(d_val["test"].tolist())
+    assert not used & test_nodes
+    assert set(d_val["test"].tolist()) == set(d_test["val"].tolist())
+    rows = run(build_parser().parse_args(tiny(tmp_path) + ["--eval-nodes", "val", "--tag",
+                                                           "+x", "--methods", "global-mean"]))
+    assert rows[0]["dataset"] == "synthetic[val]" and rows[0]["method"] == "global-mean+x"

@@ -16,6 +16,10 @@ Protocol (KGDiff, Wang et al., AAAI 2026; ``../shared/DESIGN.md`` "KGDiff"):
   over nodes; JSD between the value histograms (50 bins) of each node's generated and real
   values, averaged over nodes.
 
+Model selection never looks at test nodes: ``--eval-nodes val`` trains on the training nodes
+minus the validation nodes and scores on the validation nodes (rows of dataset
+``<name>[val]``); ``--tag`` marks the configuration in the method name.
+
 Data sets (``--dataset``):
 
 * ``synthetic``: the road sensors of :class:`~torch_stgen.data.SyntheticCity` (30-minute
@@ -105,6 +109,12 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--val-frac", type=float, default=0.2,
                    help="fraction of the *training* nodes (their southern band) used as "
                         "validation nodes to tune baselines (default: %(default)s)")
+    p.add_argument("--eval-nodes", choices=("test", "val"), default="test",
+                   help="'val': model selection run - train on the training nodes minus the "
+                        "validation nodes and score on the validation nodes (test nodes "
+                        "unused) (default: %(default)s)")
+    p.add_argument("--tag", default="",
+                   help="suffix appended to the method names of the rows (e.g. '+ft')")
     p.add_argument("--methods", default="main",
                    help=f"comma-separated among {list(METHODS)} or a group "
                         f"{list(GROUPS)} (default: %(default)s)")
@@ -235,12 +245,20 @@ def load_data(args) -> dict:
     train, test = split_nodes_by_latitude(series.lat, args.test_frac, direction="south")
     # validation nodes: the southern band of the training nodes (next to the test band)
     _, val_local = split_nodes_by_latitude(series.lat[train], args.val_frac, direction="south")
+    val = train[val_local]
+    if getattr(args, "eval_nodes", "test") == "val":  # model selection: test nodes unused
+        keep = torch.ones(train.numel(), dtype=torch.bool)
+        keep[val_local] = False
+        rest = train[keep]
+        _, val_local2 = split_nodes_by_latitude(series.lat[rest], args.val_frac,
+                                                direction="south")
+        train, test, val = rest, val, rest[val_local2]
     U, V = delay_settings(daily.steps_per_day)
     U = args.stride or U
     V = args.window or V
     return {"name": name, "kg": kg, "lat": series.lat, "lon": series.lon,
             "values": daily.values, "mask": daily.mask, "train": train, "test": test,
-            "val": train[val_local], "length": daily.steps_per_day, "stride": U, "window": V,
+            "val": val, "length": daily.steps_per_day, "stride": U, "window": V,
             "units": series.meta.get("units", ""), "days": daily.num_days,
             "freq_minutes": daily.freq_minutes}
 
@@ -339,7 +357,10 @@ def _run_method(key: str, data: dict, args, tucker) -> dict:
         extra = {"final_loss": round(sum(hist["loss"][-50:]) / len(hist["loss"][-50:]), 4),
                  "steps": args.steps}
     seconds = time.perf_counter() - t0
-    row = {"dataset": data["name"], "method": key, "label": label}
+    tag = getattr(args, "tag", "") or ""
+    row = {"dataset": data["name"] + ("[val]" if getattr(args, "eval_nodes", "test") == "val"
+                                      else ""),
+           "method": key + tag, "label": label + (f" ({tag})" if tag else "")}
     row.update(evaluate(gen, real, rmask))
     row["seconds"] = round(seconds, 2)
     row["seed"] = args.seed
