@@ -9,7 +9,8 @@ The model is a composition of the library's public pieces:
    :math:`e_v \in \mathbb R^{d_0}` (and relation embeddings), pre-trained on the KG triples.
 2. **Geometry MoE refinement** (:class:`torch_stgen.nn.GeometryMoEConv`, eqs. 13-15): a
    projection :math:`h^{(0)} = W_{in} e` followed by ``num_moe_layers`` residual Geometry MoE
-   message-passing layers over the typed KG edges (messages flow tail -> head),
+   message-passing layers over the typed KG edges (messages flow tail -> head; by default
+   the mean is taken per relation and summed over relations, ``aggregation``),
 
    .. math::
        h^{(l+1)} = h^{(l)} + \mathrm{GeometryMoE}\big(h^{(l)}, \mathcal G\big), \qquad
@@ -31,8 +32,8 @@ The model is a composition of the library's public pieces:
    block, :math:`e = \mathrm{MLP}_t(\mathrm{PE}(c_{noise})) + \mathrm{MLP}_c(\varphi)`.
 
 Training minimises the EDM loss on the residual image plus (``pattern_weight`` > 0) a
-pattern term, jointly over the U-Net, the pattern head, the Geometry MoE and the entity
-embeddings:
+pattern term, jointly over the U-Net, the pattern head, the Geometry MoE and the projection
+(and the entity embeddings with ``finetune_embedding=True``):
 
 .. math::
     \mathcal L = \mathbb E_{\sigma, n}\Big[\lambda(\sigma)\,
@@ -57,7 +58,7 @@ reduce to the Euclidean one).
 """
 import logging
 import math
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDiffusion
 from ..nn.delay import DelayEmbedding
+from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
 
 __all__ = ["KGDiff"]
@@ -76,7 +78,7 @@ _SAMPLERS = ("edm", "ddpm", "ddim")
 
 
 def _as_entity_tensor(value, name: str) -> Tensor:
-    """Embeddings given as a tensor or as an object with ``.entity`` / ``.relation``."""
+    """Check a ``[num, dim]`` float embedding table; return a detached float32 CPU copy."""
     if not isinstance(value, Tensor):
         raise TypeError(f"'{name}' must be a float tensor (got {type(value).__name__})")
     if value.dim() != 2 or not value.is_floating_point():
@@ -94,19 +96,18 @@ class _GuidanceEncoder(nn.Module):
         h^{(0)} = W_{in} \tilde e, \quad h^{(l+1)} = h^{(l)} + \mathrm{MoE}_l(h^{(l)}), \quad
         \varphi = \mathrm{LayerNorm}(h^{(L)})
 
-    With ``aggregation='relation'`` a layer is applied once per relation type and the
+    with :math:`\tilde e` the entity embeddings standardised per dimension at construction
+    time (trainable when ``finetune``). With ``aggregation='relation'`` a layer is applied
+    once per relation type and the
     results are summed, :math:`\mathrm{MoE}_l(h) = \sum_r \sigma\big(W_m\,
     \mathrm{mean}_{(i, r, j)} M_{irj}\big)` (R-GCN's per-relation normalisation,
     Schlichtkrull et al. 2018), so that a relation with one edge (e.g. a road class) is not
     drowned by a relation with many (e.g. nearby POIs) in eq. 15's mean.
-
-    with :math:`\tilde e` the (fine-tuned) entity embeddings standardised per dimension at
-    construction time.
     """
 
     def __init__(self, entity: Tensor, num_relations: int, dim: int, geometry_moe: bool,
                  num_layers: int, experts: Sequence[str], variant: Optional[str],
-                 finetune: bool, relation: Optional[Tensor], aggregation: str = "mean"):
+                 finetune: bool, aggregation: str = "mean"):
         super().__init__()
         self.aggregation = aggregation
         mu, sd = entity.mean(0, keepdim=True), entity.std(0, keepdim=True).clamp(min=1e-6)
@@ -115,14 +116,12 @@ class _GuidanceEncoder(nn.Module):
         self.geometry_moe = bool(geometry_moe)
         self.layers = nn.ModuleList()
         if self.geometry_moe:
-            from ..nn.geometry_moe import GeometryMoEConv  # the KG layer (KGDiff eqs. 13-15)
             kw = {"num_relations": int(num_relations), "experts": tuple(experts)}
             if variant is not None:
                 kw["variant"] = variant
             for _ in range(int(num_layers)):
                 self.layers.append(GeometryMoEConv(dim, dim, **kw))
         self.norm = nn.LayerNorm(dim)
-        self.relation_init = relation  # kept for reference; the MoE owns its relations
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -343,7 +342,7 @@ class KGDiff(nn.Module):
         self.aggregation = aggregation
         self.encoder = (_GuidanceEncoder(ent, kg.num_relations, self.dim, self.geometry_moe,
                                          num_moe_layers, experts, variant, finetune_embedding,
-                                         None, aggregation) if self.guidance_on else None)
+                                         aggregation) if self.guidance_on else None)
         self.pattern_head = (_PatternHead(self.dim, self.length, 2 * self.dim)
                              if self.meta_pattern else None)
         unet = UNet2D(1, 1, model_channels=model_channels, channel_mult=channel_mult,
@@ -499,6 +498,7 @@ class KGDiff(nn.Module):
             self.set_scaler(float(vals.mean()), float(vals.std().clamp(min=1e-6)))
         if self.auto_sigma_data:
             self.precond.sigma_data = self._residual_std(x, nodes, obs)
+            log.info("KGDiff sigma_data = %.4f (training residual)", self.precond.sigma_data)
         device = self.scale_mean.device
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr,
@@ -633,6 +633,8 @@ class KGDiff(nn.Module):
     def extra_repr(self) -> str:
         moe = (f"geometry_moe={self.geometry_moe}, experts={self.experts}"
                + (f", variant={self.variant!r}" if self.variant else ""))
+        ents = self.encoder.entity.shape[0] if self.encoder is not None else 0
         return (f"length={self.length}, stride={self.stride}, window={self.window}, "
                 f"dim={self.dim}, guidance={self.guidance_on}, {moe}, "
-                f"meta_pattern={self.meta_pattern}, entities={self.encoder.entity.shape[0] if self.encoder is not None else 0}")
+                f"aggregation={self.aggregation!r}, meta_pattern={self.meta_pattern}, "
+                f"entities={ents}")
