@@ -1,4 +1,9 @@
-"""torch_stgen.data."""
+"""torch_stgen.data: grids and sensor networks as PyG graphs, sparse patterns, scalers,
+windowed datasets, urban knowledge graphs, readers of real formats and the synthetic city.
+
+Conventions: spatio-temporal tensors are ``[B, T, N, F]``; a grid of ``H x W`` cells is
+``N = H*W`` nodes in row-major order; ``mask`` = observed (1) / missing (0), with missing
+values zeroed; NaN in data becomes missing."""
 from .series import GridSeries, GraphSeries  # noqa: F401
 from .grid import (grid_graph, grid_to_image, image_to_grid, coarsen,  # noqa: F401
                    coarsen_nodes, grid_cluster, upsample)

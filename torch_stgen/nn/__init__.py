@@ -1,4 +1,6 @@
-"""torch_stgen.nn."""
+"""torch_stgen.nn: the public layers (``STPointAttention`` / ``STPointFormer``,
+``TimesBlock`` / ``TPatternNet``, ``GeometryMoEConv``), the ``UNet2D`` denoiser, step /
+time-feature / external embeddings, ``DelayEmbedding`` and the conditioners."""
 from .st_point import (STPointAttention, STPointEmbedding, STPointFormer,  # noqa: F401
                        stack_subregions)
 from .times import InceptionBlock, TimesBlock, TPatternNet  # noqa: F401
