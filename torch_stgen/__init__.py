@@ -9,8 +9,9 @@ Sub-packages:
 * :mod:`torch_stgen.diffusion` - schedules, DDPM / DDIM, EDM and ``MetaPatternDiffusion``.
 * :mod:`torch_stgen.kg` - TuckER pre-training with PyKEEN.
 * :mod:`torch_stgen.metrics` - MAE, RMSE, MMD, JSD, CRPS.
+* :mod:`torch_stgen.models` - DiffRecon, KGDiff and their baselines.
 """
 __version__ = "0.1.0"
 
 from . import typing  # noqa: F401
-from . import metrics  # noqa: F401
+from . import data, diffusion, kg, metrics, models, nn  # noqa: F401
