@@ -428,13 +428,9 @@ def read_nyc_urban_kg(root) -> Tuple[UrbanKG, UrbanRegions]:
 
 # ---------------------------------------------------------------------- builders
 def _haversine_km(lat, lon) -> np.ndarray:
-    """``[N, N]`` great-circle distances (km) on a sphere of radius 6371.0088 km."""
-    la = np.radians(np.asarray(lat, dtype=np.float64))
-    lo = np.radians(np.asarray(lon, dtype=np.float64))
-    dlat = la[:, None] - la[None, :]
-    dlon = lo[:, None] - lo[None, :]
-    a = np.sin(dlat / 2) ** 2 + np.cos(la[:, None]) * np.cos(la[None, :]) * np.sin(dlon / 2) ** 2
-    return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    """``[N, N]`` great-circle distances (km) as numpy, see :func:`haversine_distances`."""
+    from .sensor import haversine_distances
+    return haversine_distances(lat, lon).numpy()
 
 
 def _fmt_km(v: float) -> str:

@@ -27,11 +27,10 @@ configurations: ``guidance=False`` and ``geometry_moe=False, meta_pattern=False`
 """
 from typing import Dict, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.kg import _haversine_km
+from ..data.sensor import haversine_distances
 
 __all__ = ["node_profiles", "GlobalMeanProfile", "NearestNeighbourProfile"]
 
@@ -140,9 +139,9 @@ class NearestNeighbourProfile:
         lat_q = torch.as_tensor(lat, dtype=torch.float64).reshape(-1)
         lat_q, lon_q = self._coords(lat_q, lon, lat_q.numel(), "query")
         n_tr = self.profiles.shape[0]
-        d = _haversine_km(torch.cat([lat_q, self.lat]).numpy(),
-                          torch.cat([lon_q, self.lon]).numpy())[:lat_q.numel(), lat_q.numel():]
-        nn_idx = torch.from_numpy(np.argsort(d, axis=1, kind="stable")[:, :min(k, n_tr)])
+        d = haversine_distances(torch.cat([lat_q, self.lat]),
+                                torch.cat([lon_q, self.lon]))[:lat_q.numel(), lat_q.numel():]
+        nn_idx = torch.argsort(d, dim=1, stable=True)[:, :min(k, n_tr)]
         return self.profiles[nn_idx].mean(1)
 
     def tune(self, profiles: Tensor, lat, lon, val_idx: Tensor,
