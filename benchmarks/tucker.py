@@ -130,7 +130,7 @@ def main():
     def save():
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-        md = [f"# TuckER pre-training on the NYC urban KG\n",
+        md = ["# TuckER pre-training on the NYC urban KG\n",
               f"Command: `{results['command']}`\n",
               f"{results['num_triples']} triples, {n_e} entities, {n_r} relations; "
               f"{results['num_test']} held-out triples ({args.test_fraction:.0%}), filtered "

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from torch_stgen.data import GraphSeries, write_npz
-from torch_stgen.data.kg import _haversine_km
 from torch_stgen.experiments.kgdiff import (METHODS, build_parser, delay_settings, evaluate,
                                            load_data, print_table, run)
 
