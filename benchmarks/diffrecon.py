@@ -9,7 +9,6 @@ Examples::
         --out benchmarks/results/diffrecon_bikenyc_a.json
     python benchmarks/diffrecon.py --merge benchmarks/results/diffrecon_bikenyc_*.json
 """
-import argparse
 import sys
 
 from torch_stgen.experiments.diffrecon import build_parser, merge_rows, print_table, run

@@ -11,15 +11,6 @@ from torch_stgen.kg import (TuckerEmbeddings, default_cache_dir,  # noqa: E402
 from torch_stgen.kg.tucker import _triples_factory  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: OpenMP barriers of a 2nd thread only cost time (and stall on a busy CPU)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def clustered_kg(groups=5, size=8, edges_per_group=30, seed=0):
     """Entities in groups; 'near' links members of a group, 'in' links a member to its hub."""
     g = torch.Generator().manual_seed(seed)

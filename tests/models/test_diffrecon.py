@@ -10,15 +10,6 @@ from torch_stgen.models.diffrecon import (DiffRecon, DiffusionC, DiffusionF,
                                           STPointFormerConditioner, TPatternConditioner)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models run far faster single-threaded on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _series(T=40, C=2, H=8, W=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     hours = torch.arange(T) % 24
@@ -39,7 +30,6 @@ def _tiny(**kw):
 
 @pytest.fixture(scope="module")
 def fitted():
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     fine, time = _series()
     model = _tiny().fit(fine, time=time, patterns=["random:0.4", "block"],

@@ -12,15 +12,6 @@ from torch_stgen.models.kgdiff import KGDiff
 from torch_stgen.nn.geometry_moe import GeometryMoEConv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one thread avoids oversubscribing a shared 2-core CPU
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_kg(n_per_class=6, n_unseen=2):
     """Nodes ``s<i>`` linked to one of two class entities (+ a ring of 'near' links)."""
     triples, nodes = [], []

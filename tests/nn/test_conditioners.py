@@ -7,15 +7,6 @@ from torch_stgen.nn.conditioners import (ConditionalDenoiser, Conditioner, Condi
 from torch_stgen.nn.unet import UNet2D
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny convolutions run far faster on one thread on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class ModeConditioner(Conditioner):
     """A user-written conditioner: a learned vector per discrete mode."""
 

@@ -4,15 +4,6 @@ import torch
 from torch_stgen.nn.unet import ResBlock, UNet2D, num_groups
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny convolutions run far faster on one thread on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_unet(**kw):
     args = dict(model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
                 attention_resolutions=(2,), num_heads=2)
