@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from _diffusion_helpers import normal_quantiles, toy_model
 from torch_stgen.diffusion import (DDIMScheduler, DDPMScheduler, diffusion_loss,
                                    make_beta_schedule, sample)
 
@@ -22,18 +23,6 @@ def gaussian_model(scheduler, mu, s, prediction_type="epsilon"):
         x0 = mu + a * s * s * (x - a * mu) / var
         return {"epsilon": eps, "sample": x0, "v_prediction": a * eps - b * x0}[prediction_type]
     return fn
-
-
-def normal_quantiles(n):
-    """Deterministic 'standard normal' points (exact mean 0, std ~1)."""
-    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    return (math.sqrt(2) * torch.erfinv(2 * u - 1)).float()[:, None]
-
-
-def toy_model(x, t):
-    """A simple deterministic model_fn for the golden numbers."""
-    tt = t.to(x.dtype).view(-1, *([1] * (x.dim() - 1))) / 1000
-    return torch.tanh(x) * (0.5 + tt) + 0.1 * tt
 
 
 def with_float64_schedule(ref, ours):

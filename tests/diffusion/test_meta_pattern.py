@@ -4,21 +4,12 @@ import pytest
 import torch
 from torch import nn
 
+from _diffusion_helpers import normal_quantiles, toy_model
 from torch_stgen.diffusion import (DDIMScheduler, DDPMScheduler, EDMPrecond,
                                    MetaPatternDiffusion, diffusion_loss, edm_loss,
                                    edm_sampler, make_beta_schedule, sample)
 
 SHAPE = (3, 4, 5, 2)  # [B, T, N, F]
-
-
-def normal_quantiles(n):
-    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    return (math.sqrt(2) * torch.erfinv(2 * u - 1)).float()[:, None]
-
-
-def toy_model(x, t):
-    tt = t.to(x.dtype).view(-1, *([1] * (x.dim() - 1))) / 1000
-    return torch.tanh(x) * (0.5 + tt) + 0.1 * tt
 
 
 def test_q_sample_is_eq_16():

@@ -3,7 +3,6 @@ a user's own grid .npz running through the same code path."""
 import json
 
 import pytest
-import torch
 
 from torch_stgen.data import SyntheticCity, write_npz
 from torch_stgen.experiments.diffrecon import (ALL_PATTERNS, build_parser, format_table,
@@ -14,13 +13,6 @@ TINY = ["--city-size", "8", "--city-days", "6", "--steps", "4", "--joint-steps",
         "--sampling-steps", "2", "--batch-size", "8", "--history-c", "3", "--history-f",
         "6", "--model-channels", "8", "--d-model", "8", "--no-progress"]
 KEYS = {"dataset", "method", "pattern", "ratio", "mae", "rmse", "seconds"}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def test_quick_synthetic_rows_json_and_table(tmp_path, capsys):

@@ -21,13 +21,6 @@ def tiny(tmp_path):
             "--tucker-cache", str(tmp_path / "tucker")]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def test_quick_synthetic_rows_json_and_table(tmp_path, capsys):
     out = tmp_path / "rows.json"
     args = build_parser().parse_args(["--quick", "--methods", "main", "--out", str(out)]
