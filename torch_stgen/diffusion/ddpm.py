@@ -605,6 +605,19 @@ def diffusion_loss(model_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor,
     return _masked_mse(out, scheduler.training_target(x0, noise, timesteps), mask)
 
 
+def _prepare_sampling(scheduler, num_inference_steps: Optional[int],
+                      eta: Optional[float]) -> dict:
+    """Set the inference timesteps (if given) and return the extra ``step`` arguments;
+    ``eta`` is only accepted by :class:`DDIMScheduler`."""
+    if num_inference_steps is not None:
+        scheduler.set_timesteps(num_inference_steps)
+    if eta is None:
+        return {}
+    if not isinstance(scheduler, DDIMScheduler):
+        raise ValueError("'eta' is only used by DDIMScheduler")
+    return {"eta": eta}
+
+
 @torch.no_grad()
 def sample(model_fn: Callable[[Tensor, Tensor], Tensor], scheduler: Scheduler,
            shape: Optional[Sequence[int]] = None, num_inference_steps: Optional[int] = None,
@@ -642,13 +655,7 @@ def sample(model_fn: Callable[[Tensor, Tensor], Tensor], scheduler: Scheduler,
         if shape is not None and tuple(shape) != tuple(x_T.shape):
             raise ValueError(f"'x_T' must have shape {tuple(shape)} (got {tuple(x_T.shape)})")
         x = x_T
-    if num_inference_steps is not None:
-        scheduler.set_timesteps(num_inference_steps)
-    step_kwargs = {}
-    if eta is not None:
-        if not isinstance(scheduler, DDIMScheduler):
-            raise ValueError("'eta' is only used by DDIMScheduler")
-        step_kwargs["eta"] = eta
+    step_kwargs = _prepare_sampling(scheduler, num_inference_steps, eta)
     B = x.shape[0]
     for t in tqdm(scheduler.timesteps.tolist(), disable=not progress, desc="sampling"):
         t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)

@@ -40,7 +40,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .ddpm import DDIMScheduler, DDPMScheduler, _expand_as, _masked_mse, _randn
+from .ddpm import (DDIMScheduler, DDPMScheduler, _expand_as, _masked_mse,
+                   _prepare_sampling, _randn)
 from .edm import edm_loss as _edm_loss
 from .edm import edm_sampler as _edm_sampler
 
@@ -287,13 +288,7 @@ class MetaPatternDiffusion(nn.Module):
         f = self._resolve_f(torch.empty(shape, dtype=ref.dtype, device=ref.device), f, None)
         if x_T is None:
             x_T = f + _randn(shape, generator, f.device, f.dtype) * sched.init_noise_sigma
-        if num_inference_steps is not None:
-            sched.set_timesteps(num_inference_steps)
-        step_kwargs = {}
-        if eta is not None:
-            if not isinstance(sched, DDIMScheduler):
-                raise ValueError("'eta' is only used by DDIMScheduler")
-            step_kwargs["eta"] = eta
+        step_kwargs = _prepare_sampling(sched, num_inference_steps, eta)
         prediction = sched.config.prediction_type
         x = x_T
         B = shape[0]
