@@ -4,7 +4,7 @@ from torch_geometric.utils import grid as pyg_grid
 from torch_geometric.utils import remove_self_loops, scatter
 
 from torch_stgen.data.grid import (coarsen, coarsen_nodes, grid_cluster, grid_graph,
-                                   grid_to_image, image_to_grid, upsample)
+                                   grid_to_image, image_to_grid, mass_project, upsample)
 
 
 def _edge_set(edge_index):
@@ -135,3 +135,34 @@ def test_grid_series_graph_uses_grid_graph():
     data = g.graph(connectivity=8)
     assert data.num_nodes == 4 and data.edge_index.shape[1] == 12
     assert data.lat.tolist() == [2.0, 2.0, 1.0, 1.0]
+
+
+def test_mass_project_additive_and_proportional():
+    g = torch.Generator().manual_seed(0)
+    fine = torch.rand(3, 2, 8, 4, generator=g) * 5
+    coarse = torch.rand(3, 2, 4, 2, generator=g) * 20
+    add = mass_project(fine, coarse, 2)
+    torch.testing.assert_close(coarsen(add, 2), coarse)
+    # additive: the same shift for all four cells of a block (least-squares projection)
+    shift = add - fine
+    torch.testing.assert_close(shift, upsample(coarsen(shift, 2) / 4, 2))
+    prop = mass_project(fine, coarse, 2, "proportional")
+    torch.testing.assert_close(coarsen(prop, 2), coarse)
+    # proportional keeps each block's shares and stays non-negative
+    torch.testing.assert_close(prop / upsample(coarse, 2), fine / upsample(coarsen(fine, 2), 2))
+    assert prop.min() >= 0
+    # a block summing to 0 falls back to the additive correction
+    fine0 = fine.clone()
+    fine0[0, 0, :2, :2] = 0.0
+    out = mass_project(fine0, coarse, 2, "proportional")
+    torch.testing.assert_close(out[0, 0, :2, :2],
+                               torch.full((2, 2), float(coarse[0, 0, 0, 0]) / 4))
+    # already consistent maps are left unchanged
+    torch.testing.assert_close(mass_project(fine, coarsen(fine, 2), 2, "proportional"), fine)
+
+
+def test_mass_project_errors():
+    with pytest.raises(ValueError, match="'mode'"):
+        mass_project(torch.rand(4, 4), torch.rand(2, 2), 2, "multiplicative")
+    with pytest.raises(ValueError, match="'coarse' must have spatial size"):
+        mass_project(torch.rand(4, 4), torch.rand(3, 2), 2)

@@ -106,6 +106,37 @@ def test_fit_schedule_and_ablation_budgets():
     torch.testing.assert_close(m.coarse_mean, coarsen(fine, 2).mean(dim=(0, 2, 3)))
 
 
+@pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
+def test_joint_mix_conditions_diffusion_f_on_truth_or_completions(mix):
+    """joint_mix: share of joint-phase Diffusion-F conditions taken from Diffusion-C's
+    completions (the rest are the pseudo-complete truth)."""
+    fine, time = _series(T=30)
+    model = _tiny()
+    seen = []
+    loss_f = model.stage_f.loss
+
+    def spy(batch, target, gen):
+        seen.append(batch["coarse"].clone())
+        return loss_f(batch, target, gen)
+
+    model.stage_f.loss = spy
+    model.fit(fine, time=time, patterns=["fixed:0.8"], pretrain_steps=1, joint_steps=4,
+              joint_refresh=10, batch_size=16, joint_sampling_steps=1, joint_mix=mix)
+    assert model.history_log["joint_mix"] == mix
+    zc = model._scale(coarsen(fine, 2), model.coarse_mean, model.coarse_std)
+    joint = torch.cat(seen[1:])                                       # 4 joint iterations
+    is_truth = torch.stack([(joint == z).all(dim=(1, 2, 3)) for z in zc]).any(0)
+    share = 1.0 - is_truth.float().mean().item()
+    if mix == 0.0:
+        assert share == 0.0
+    elif mix == 1.0:
+        assert share == 1.0   # 80 % of the cells missing: a completion never equals truth
+    else:
+        assert 0.25 < share < 0.75
+    with pytest.raises(ValueError, match="'joint_mix'"):
+        _tiny().fit(fine, time=time, pretrain_steps=1, joint_steps=1, joint_mix=1.5)
+
+
 def test_joint_completions_keep_observed_truth(fitted):
     model, fine, time = fitted
     zc = model._scale(coarsen(fine, 2), model.coarse_mean, model.coarse_std)
@@ -154,6 +185,13 @@ def test_reconstruct_mass_consistent_and_median(fitted):
                             mass_consistent=True, return_samples=True, sampler="ddpm")
     torch.testing.assert_close(coarsen(out.samples, 2),
                                coarse[10:].expand(3, -1, -1, -1, -1), atol=1e-3, rtol=1e-4)
+    prop = model.reconstruct(coarse, mask, history=10, time=time, num_samples=3, steps=3,
+                             mass_consistent="proportional", return_samples=True)
+    torch.testing.assert_close(coarsen(prop.samples, 2),
+                               coarse[10:].expand(3, -1, -1, -1, -1), atol=1e-3, rtol=1e-4)
+    assert prop.samples.min() >= 0
+    with pytest.raises(ValueError, match="'mass_consistent'"):
+        model.reconstruct(coarse, mask, time=time, steps=2, mass_consistent="exact")
     med = model.reconstruct(coarse, mask, history=10, time=time, num_samples=3, steps=3,
                             reduce="median", return_samples=True)
     torch.testing.assert_close(med.fine, med.samples.median(0).values)

@@ -6,7 +6,7 @@ Conventions: spatio-temporal tensors are ``[B, T, N, F]``; a grid of ``H x W`` c
 values zeroed; NaN in data becomes missing."""
 from .series import GridSeries, GraphSeries  # noqa: F401
 from .grid import (grid_graph, grid_to_image, image_to_grid, coarsen,  # noqa: F401
-                   coarsen_nodes, grid_cluster, upsample)
+                   coarsen_nodes, grid_cluster, upsample, mass_project)
 from .sensor import sensor_graph, haversine_distances  # noqa: F401
 from .patterns import SparsePattern  # noqa: F401
 from .scalers import StandardScaler, MinMaxScaler  # noqa: F401

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 __all__ = ["grid_graph", "grid_to_image", "image_to_grid", "coarsen", "coarsen_nodes",
-           "grid_cluster", "upsample"]
+           "grid_cluster", "upsample", "mass_project"]
 
 _OFFSETS = {
     4: ((-1, 0), (1, 0), (0, -1), (0, 1)),
@@ -284,3 +284,61 @@ def upsample(x: Tensor, factor: int, shares: Optional[Tensor] = None,
         raise ValueError(f"'shares': each {factor}x{factor} block must sum to 1 "
                          f"(largest deviation {worst:.3g} > atol={atol})")
     return fine * shares
+
+
+def mass_project(fine: Tensor, coarse: Tensor, factor: int, mode: str = "additive",
+                 eps: float = 1e-6) -> Tensor:
+    r"""Correct fine maps so that every ``N x N`` block sums to its coarse value, i.e.
+    ``coarsen(out, N) == coarse`` (DiffRecon's optional mass consistency).
+
+    ``"additive"`` is the least-squares projection onto the constraint,
+
+    .. math::
+        \tilde x^{f}_{u} = x^{f}_{u} + \frac{1}{N^2}\Big(x^{c}_{\pi(u)} -
+        \sum_{v \in \pi(u)} x^{f}_{v}\Big),
+
+    ``"proportional"`` (non-negative data such as counts) keeps each block's shares,
+
+    .. math::
+        \tilde x^{f}_{u} = (x^{f}_{u})_+ \, \frac{(x^{c}_{\pi(u)})_+}
+        {\sum_{v \in \pi(u)} (x^{f}_{v})_+},
+
+    the conditional mean of a multinomial split of the coarse value; blocks whose
+    non-negative sum is ``<= eps`` get the additive correction instead (and negative coarse
+    values are treated as 0, so the constraint holds for ``coarse >= 0``).
+
+    Args:
+        fine (Tensor): ``[..., H, W]`` fine map(s).
+        coarse (Tensor): ``[..., H/N, W/N]`` target block sums (broadcastable).
+        factor (int): magnification ``N``.
+        mode (str, optional): ``"additive"`` or ``"proportional"``. (default: ``"additive"``)
+        eps (float, optional): see above. (default: ``1e-6``)
+
+    Shapes:
+        - **input:** :math:`[\dots, H, W]`, :math:`[\dots, H/N, W/N]`
+        - **output:** :math:`[\dots, H, W]`
+    """
+    factor = _check_factor(factor)
+    if mode not in ("additive", "proportional"):
+        raise ValueError(f"'mode' must be 'additive' or 'proportional' (got {mode!r})")
+    if fine.dim() < 2 or coarse.dim() < 2:
+        raise ValueError(f"'fine' [..., H, W] and 'coarse' [..., H/N, W/N] need two spatial "
+                         f"dimensions (got {tuple(fine.shape)}, {tuple(coarse.shape)})")
+    H, W = fine.shape[-2:]
+    if H % factor or W % factor or tuple(coarse.shape[-2:]) != (H // factor, W // factor):
+        raise ValueError(f"'coarse' must have spatial size [H/N, W/N] = [{H // factor}, "
+                         f"{W // factor}] for 'fine' [{H}, {W}] and factor {factor} (got "
+                         f"{tuple(coarse.shape[-2:])})")
+
+    def up(c):
+        return c.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+
+    additive = fine + up(coarse - coarsen(fine, factor)) / (factor * factor)
+    if mode == "additive":
+        return additive
+    pos = fine.clamp_min(0)
+    total = coarsen(pos, factor)
+    ok = total > eps
+    scale = torch.where(ok, coarse.clamp_min(0) / torch.where(ok, total, torch.ones_like(total)),
+                        torch.zeros_like(total))
+    return torch.where(up(ok), pos * up(scale), additive)

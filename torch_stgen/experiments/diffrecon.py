@@ -91,6 +91,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="joint-training iterations (default: 200; quick 60)")
     g.add_argument("--joint-refresh", type=int, default=250,
                    help="iterations between refreshes of Diffusion-C's completions")
+    g.add_argument("--joint-mix", type=float, default=1.0,
+                   help="share of Diffusion-F's joint-phase samples conditioned on "
+                        "Diffusion-C's completions instead of the truth (default: 1.0)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--history-c", type=int, default=8, help="ST-PointFormer window")
@@ -109,7 +112,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--sampling-steps", type=int, default=None,
                    help="reverse steps (default: 20; quick 10)")
     g.add_argument("--reduce", choices=("mean", "median"), default="mean")
-    g.add_argument("--mass-consistent", action="store_true")
+    g.add_argument("--mass-consistent", nargs="?", const="additive", default=None,
+                   choices=("additive", "proportional"),
+                   help="make each fine block sum to its completed coarse value "
+                        "(bare flag: additive; 'proportional' for counts)")
     g = p.add_argument_group("baselines")
     g.add_argument("--baseline-steps", type=int, default=None,
                    help="SRCNN / UrbanFM iterations (default: 2000; quick 300)")
@@ -231,13 +237,14 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   batch_size=args.batch_size, lr=args.lr,
                   pretrain=method != "diffrecon-no-pretrain",
                   joint=method != "diffrecon-no-joint", joint_refresh=args.joint_refresh,
-                  seed=seed, progress=args.progress)
+                  joint_mix=args.joint_mix, seed=seed, progress=args.progress)
 
         def predict(c, k, tm, ex, ctx):
             return model.reconstruct(c, k, history=ctx, time=tm, ext=ex,
                                      num_samples=args.samples, sampler=args.sampler,
                                      steps=args.sampling_steps, reduce=args.reduce,
-                                     mass_consistent=args.mass_consistent, seed=seed,
+                                     mass_consistent=args.mass_consistent or False,
+                                     seed=seed,
                                      progress=args.progress).fine
         predict.model = model
         return predict

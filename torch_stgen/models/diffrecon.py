@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data.grid import coarsen
+from ..data.grid import coarsen, mass_project
 from ..data.patterns import SparsePattern
 from ..data.scalers import StandardScaler
 from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
@@ -671,7 +671,7 @@ class DiffRecon(nn.Module):
             pretrain_steps: int = 2000, joint_steps: int = 500, batch_size: int = 64,
             lr: float = 1e-3, pretrain: bool = True, joint: bool = True,
             joint_refresh: int = 250, joint_sampling_steps: int = 10,
-            joint_series: int = 3, seed: int = 0,
+            joint_series: int = 3, joint_mix: float = 1.0, seed: int = 0,
             progress: bool = False) -> "DiffRecon":
         r"""Train both stages on complete training fine maps.
 
@@ -699,8 +699,10 @@ class DiffRecon(nn.Module):
         **Joint training** (``joint_steps`` iterations): every ``joint_refresh``
         iterations Diffusion-C completes the whole training series (DDIM,
         ``joint_sampling_steps`` steps, observed cells kept) under simulated mask series
-        of ``joint_series`` patterns drawn from ``patterns`` (fresh seeds); Diffusion-F is then trained on those completions (current map *and*
-        T-PatternNet series) instead of the truth, while Diffusion-C keeps training on
+        of ``joint_series`` patterns drawn from ``patterns`` (fresh seeds); Diffusion-F is
+        then trained on those completions (current map *and* T-PatternNet series) instead
+        of the truth -- each sample of a batch with probability ``joint_mix``, otherwise
+        on the pseudo-complete truth as in pre-training -- while Diffusion-C keeps training on
         :math:`\mathcal{L}_C`; one optimiser step on :math:`\mathcal{L}_C +
         \mathcal{L}_F^{joint}`. Gradients do not flow through the sampler (the
         completions are detached), so "joint" means that Diffusion-F adapts to the
@@ -723,6 +725,10 @@ class DiffRecon(nn.Module):
                 :class:`~torch_stgen.data.SparsePattern` objects.
             pretrain_steps, joint_steps, batch_size, lr, pretrain, joint, joint_refresh,
             joint_sampling_steps, joint_series: the schedule above.
+            joint_mix (float, optional): share of Diffusion-F's joint-phase samples
+                conditioned on Diffusion-C's completions rather than the truth; ``1`` is
+                the paper's description (completions only), lower values keep Diffusion-F
+                anchored to the truth while it adapts. (default: ``1.0``)
             seed (int, optional): seeds initialisation-independent randomness (batches,
                 masks, noise). (default: ``0``)
             progress (bool, optional): tqdm bars. (default: ``False``)
@@ -746,6 +752,8 @@ class DiffRecon(nn.Module):
         pats = [SparsePattern.parse(p) for p in patterns]
         if not pats:
             raise ValueError("'patterns' must not be empty")
+        if not 0.0 <= float(joint_mix) <= 1.0:
+            raise ValueError(f"'joint_mix' must be in [0, 1] (got {joint_mix!r})")
         time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
                                                  self.ext_features)
         gen = torch.Generator().manual_seed(int(seed))
@@ -761,8 +769,8 @@ class DiffRecon(nn.Module):
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
         self.train()
-        log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "patterns":
-                [p.name for p in pats], "batch_size": batch_size}
+        log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "joint_mix": joint_mix,
+                "patterns": [p.name for p in pats], "batch_size": batch_size}
         t0 = _time.perf_counter()
         comp = None
         bar = tqdm(range(n_pre + n_joint), disable=not progress, desc="DiffRecon fit")
@@ -774,6 +782,8 @@ class DiffRecon(nn.Module):
                 pick = torch.randperm(len(pats), generator=gen)[:joint_series].tolist()
                 comp = self._complete_series(zc, [pats[i] for i in pick], time, ext,
                                              step_feats, gen, joint_sampling_steps, 512)
+                # source 0 = the truth, 1..P = the completion series
+                sources = torch.cat([zc.unsqueeze(0), comp])      # [1 + P, T, C, I, J]
                 self.train()
             t_idx = targets[torch.randint(len(targets), (batch_size,), generator=gen)]
             # Diffusion-C on simulated masks
@@ -789,10 +799,12 @@ class DiffRecon(nn.Module):
             loss_c = self.stage_c.loss(b_c, zc[t_idx], gen)
             # Diffusion-F on the truth (pre-training) or on Diffusion-C's completions
             if joint_phase:
-                p_idx = torch.randint(comp.shape[0], (batch_size,), generator=gen)
-                src = comp[p_idx]                                   # [B, T, C, I, J]
+                p_idx = torch.randint(comp.shape[0], (batch_size,), generator=gen) + 1
+                if joint_mix < 1.0:
+                    use_comp = torch.rand(batch_size, generator=gen) < float(joint_mix)
+                    p_idx = torch.where(use_comp, p_idx, torch.zeros_like(p_idx))
                 offs = (t_idx[:, None] + torch.arange(-self.history_f + 1, 1)).clamp_min(0)
-                series = src[torch.arange(batch_size)[:, None], offs]
+                series = sources[p_idx[:, None], offs]              # [B, H_F, C, I, J]
                 b_f = {"coarse": series[:, -1]}
                 if self.stage_f.use_tpatternnet:
                     b_f["series"] = series
@@ -820,7 +832,7 @@ class DiffRecon(nn.Module):
                     time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
                     num_samples: int = 8, sampler: str = "ddim", steps: int = 20,
                     batch_size: int = 256, reduce: str = "mean",
-                    mass_consistent: bool = False, seed: int = 0,
+                    mass_consistent: Union[bool, str] = False, seed: int = 0,
                     return_samples: bool = False, progress: bool = False) -> Reconstruction:
         r"""Reconstruct complete fine maps from a series of incomplete coarse maps.
 
@@ -832,13 +844,24 @@ class DiffRecon(nn.Module):
         sample ``s`` of the whole completed series). Window steps before the series start
         are missing (Diffusion-C) or replicate the first completion (Diffusion-F).
 
-        With ``mass_consistent=True`` each fine sample is corrected so that every
-        :math:`N \times N` block sums to its completed coarse value (additive, the
-        least-squares projection onto the constraint):
+        With ``mass_consistent`` set, each fine sample is corrected so that every
+        :math:`N \times N` block sums to its completed coarse value. ``True`` /
+        ``"additive"`` is the least-squares projection onto the constraint:
 
         .. math::
             \tilde x^{f}_{u} = \hat x^{f}_{u} + \frac{1}{N^2}\Big(\hat x^{c}_{\pi(u)} -
             \sum_{v \in \pi(u)} \hat x^{f}_{v}\Big)
+
+        ``"proportional"`` (for non-negative data such as counts) rescales each block,
+        keeping the sampled shares -- the conditional mean of a multinomial split of the
+        coarse value:
+
+        .. math::
+            \tilde x^{f}_{u} = \big(\hat x^{f}_{u}\big)_+ \,
+            \frac{\big(\hat x^{c}_{\pi(u)}\big)_+}{\sum_{v \in \pi(u)}
+            \big(\hat x^{f}_{v}\big)_+}
+
+        (blocks whose sampled sum is not positive get the additive correction).
 
         Deterministic for a fixed ``seed``: all starting noise is drawn up front, so with
         ``sampler="ddim"`` (:math:`\eta = 0`) the result does not depend on
@@ -859,7 +882,8 @@ class DiffRecon(nn.Module):
                 (default: ``256``)
             reduce (str, optional): point estimate ``"mean"`` or ``"median"``.
                 (default: ``"mean"``)
-            mass_consistent (bool, optional): see above. (default: ``False``)
+            mass_consistent (bool or str, optional): ``False``, ``True`` /
+                ``"additive"`` or ``"proportional"``; see above. (default: ``False``)
             seed (int, optional): (default: ``0``)
             return_samples (bool, optional): keep all fine samples. (default: ``False``)
             progress (bool, optional): tqdm bars. (default: ``False``)
@@ -888,6 +912,12 @@ class DiffRecon(nn.Module):
             raise ValueError(f"'reduce' must be 'mean' or 'median' (got {reduce!r})")
         if int(batch_size) < 1:
             raise ValueError(f"'batch_size' must be positive (got {batch_size})")
+        mode = {False: None, True: "additive", "additive": "additive",
+                "proportional": "proportional"}.get(mass_consistent, "?") \
+            if isinstance(mass_consistent, (bool, str)) else "?"
+        if mode == "?":
+            raise ValueError(f"'mass_consistent' must be False, True, 'additive' or "
+                             f"'proportional' (got {mass_consistent!r})")
         time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
                                                  self.ext_features)
         m = (mask != 0).expand(T, C, I, J)
@@ -922,10 +952,8 @@ class DiffRecon(nn.Module):
             fine[:, idx - int(history)] = out.reshape(S, len(idx), C, *self.fine_size)
         fine = self._unscale(fine, self.fine_mean, self.fine_std)
         coarse_hat = self._unscale(comp[:, int(history):], self.coarse_mean, self.coarse_std)
-        if mass_consistent:
-            N = self.factor
-            gap = coarse_hat - coarsen(fine, N)
-            fine = fine + gap.repeat_interleave(N, -2).repeat_interleave(N, -1) / (N * N)
+        if mode is not None:
+            fine = mass_project(fine, coarse_hat, self.factor, mode)
         point = fine.mean(0) if reduce == "mean" else fine.median(0).values
         coarse_point = coarse_hat.mean(0) if reduce == "mean" else coarse_hat.median(0).values
         spread = fine.std(0, unbiased=False)
