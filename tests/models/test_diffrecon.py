@@ -143,9 +143,10 @@ def test_joint_completions_keep_observed_truth(fitted):
     from torch_stgen.data import SparsePattern
     from torch_stgen.models.diffrecon import _calendar_inputs
     _, _, feats = _calendar_inputs(time, None, fine.shape[0], True, 0)
-    comp = model._complete_series(zc, [SparsePattern("block")], time, None, feats,
-                                  torch.Generator().manual_seed(0), 2, 16)
-    assert comp.shape == (1,) + zc.shape
+    comp, mask = model._complete_series(zc, [SparsePattern("block")], time, None, feats,
+                                        torch.Generator().manual_seed(0), 2, 16)
+    assert comp.shape == mask.shape == (1,) + zc.shape
+    assert bool((mask[0, :, :, :2] == 1).all()) and bool((mask[0, :, :, 2:, 1] == 0).all())
     torch.testing.assert_close(comp[0, :, :, :2], zc[:, :, :2])       # observed rows
     assert not torch.allclose(comp[0, :, :, 2:, 1], zc[:, :, 2:, 1])  # block is sampled
 
@@ -278,3 +279,45 @@ def test_fit_upsampler_inputs_are_filled_incomplete_maps():
     torch.testing.assert_close(net.predict(coarse, mask), want)
     with pytest.raises(ValueError, match="'patterns' must not be empty"):
         fit_upsampler(SRCNN(2, (4, 2), 2), fine, patterns=[], steps=1)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_completion_mask_reaches_diffusion_f_only_after_joint_training(joint):
+    """completion_mask: Diffusion-F sees 1 at observed and 0 at completed coarse cells in
+    the joint phase and at inference -- unless it never saw completions (no joint phase),
+    then it gets the all-ones mask it was trained with."""
+    fine, time = _series(T=30)
+    model = _tiny(completion_mask=True)
+    assert "completion_mask=True" in repr(model.stage_f)
+    seen = []
+    loss_f = model.stage_f.loss
+
+    def spy_loss(batch, target, gen):
+        seen.append(batch["observed"].clone())
+        return loss_f(batch, target, gen)
+
+    model.stage_f.loss = spy_loss
+    model.fit(fine, time=time, patterns=["fixed:0.8"], pretrain_steps=2, joint_steps=2,
+              joint_refresh=10, batch_size=8, joint_sampling_steps=1, joint=joint)
+    assert bool(model.f_saw_completions) == joint
+    assert bool((seen[0] == 1).all())                        # pre-training: the truth
+    if joint:
+        assert bool((torch.cat(seen[2:]) == 0).any())        # joint: completed cells flagged
+    coarse = coarsen(fine, 2)
+    mask = torch.ones(coarse.shape[0], 1, 4, 2)
+    mask[:, :, 0, 0] = 0
+    got = []
+    generate = model.stage_f.generate
+
+    def spy_generate(batch, *a, **kw):
+        got.append(batch["observed"].clone())
+        return generate(batch, *a, **kw)
+
+    model.stage_f.generate = spy_generate
+    model.reconstruct(coarse, mask, history=6, time=time, num_samples=2, steps=2)
+    obs = torch.cat(got)
+    assert obs.shape == (2 * 24, 2, 4, 2)
+    if joint:
+        assert bool((obs[:, :, 0, 0] == 0).all()) and bool((obs[:, :, 1:] == 1).all())
+    else:
+        assert bool((obs == 1).all())

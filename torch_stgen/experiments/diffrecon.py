@@ -94,6 +94,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--joint-mix", type=float, default=1.0,
                    help="share of Diffusion-F's joint-phase samples conditioned on "
                         "Diffusion-C's completions instead of the truth (default: 1.0)")
+    g.add_argument("--completion-mask", action="store_true",
+                   help="Diffusion-F also sees which coarse cells Diffusion-C completed "
+                        "(an addition to the paper; see DiffRecon's docstring)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--history-c", type=int, default=8, help="ST-PointFormer window")
@@ -196,7 +199,8 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 use_time=use_time, ext_features=ext_features,
                 model_channels=args.model_channels, d_model=args.d_model,
                 prediction_type=args.prediction_type,
-                position_channels=args.position_channels)
+                position_channels=args.position_channels,
+                completion_mask=bool(getattr(args, "completion_mask", False)))
 
 
 def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day):

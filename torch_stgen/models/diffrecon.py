@@ -389,18 +389,21 @@ class DiffusionF(_Stage):
             (default: ``True``)
         position_channels (int, optional): as in :class:`DiffusionC` (fine grid).
             (default: ``0``)
+        completion_mask (bool, optional): also condition on which coarse cells were
+            observed (1) and which Diffusion-C completed (0), batch key ``observed``
+            ``[B, C, I, J]`` (see :class:`DiffRecon`). (default: ``False``)
         model_channels, channel_mult, num_res_blocks, cond_dim, inter_channels: U-Net sizes.
         d_model, num_layers, top_k: T-PatternNet sizes. (default: ``32``, ``2``, ``3``)
         num_train_timesteps, beta_schedule, prediction_type: the DDPM.
 
     Batch keys: ``coarse`` ``[B, C, I, J]`` (completed, standardised), ``time``, ``ext``,
-    ``series`` ``[B, H_F, C, I, J]``.
+    ``series`` ``[B, H_F, C, I, J]``, ``observed`` ``[B, C, I, J]``.
     """
 
     def __init__(self, channels: int, grid: Tuple[int, int], factor: int, history: int = 24,
                  use_time: bool = True, ext_features: int = 0,
                  use_tpatternnet: bool = True, position_channels: int = 0,
-                 model_channels: int = 32,
+                 completion_mask: bool = False, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
                  num_layers: int = 2, top_k: int = 3, num_train_timesteps: int = 1000,
@@ -409,6 +412,9 @@ class DiffusionF(_Stage):
         factor = int(factor)
         conds: List[Conditioner] = [ObservedMapConditioner(channels, key="coarse",
                                                            mask_key=None, upsample=factor)]
+        if completion_mask:  # 1 = observed coarse cell, 0 = completed by Diffusion-C
+            conds.append(ObservedMapConditioner(channels, key="observed", mask_key=None,
+                                                upsample=factor))
         if position_channels:
             conds.append(PositionConditioner(position_channels,
                                              (grid[0] * factor, grid[1] * factor),
@@ -434,10 +440,12 @@ class DiffusionF(_Stage):
         self.history = int(history)
         self.use_time, self.ext_features = bool(use_time), int(ext_features)
         self.use_tpatternnet = bool(use_tpatternnet)
+        self.completion_mask = bool(completion_mask)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, grid={self.grid}, factor={self.factor}, "
-                f"history={self.history}, tpatternnet={self.use_tpatternnet}")
+                f"history={self.history}, tpatternnet={self.use_tpatternnet}, "
+                f"completion_mask={self.completion_mask}")
 
 
 # ------------------------------------------------------------------------ the model
@@ -516,6 +524,14 @@ class DiffRecon(nn.Module):
             (ablations). (default: ``True``)
         position_channels (int, optional): learnable positional map channels of both
             U-Nets (:class:`PositionConditioner`; ``0``: none). (default: ``0``)
+        completion_mask (bool, optional): Diffusion-F also sees the observed mask of the
+            coarse map (1 observed, 0 completed by Diffusion-C). Not in the DiffRecon paper,
+            whose Diffusion-F sees only the completed map: without the mask, joint training
+            on completions teaches Diffusion-F to distrust *every* coarse value, observed
+            ones included; with it, it learns how far to trust the completed cells only.
+            The mask is only informative when Diffusion-F saw completions, so a model
+            trained without the joint phase is fed an all-ones mask (what it was trained
+            on). (default: ``False``)
         model_channels (int, optional): U-Net width of both stages. (default: ``32``)
         channel_mult (sequence of int, optional): (default: ``(1, 2)``)
         num_res_blocks (int, optional): (default: ``1``)
@@ -537,7 +553,7 @@ class DiffRecon(nn.Module):
                  history_c: int = 8, history_f: int = 24, use_time: bool = True,
                  ext_features: int = 0, use_stpointformer: bool = True,
                  use_tpatternnet: bool = True, position_channels: int = 0,
-                 model_channels: int = 32,
+                 completion_mask: bool = False, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  d_model: int = 32, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", prediction_type: str = "epsilon"):
@@ -562,9 +578,12 @@ class DiffRecon(nn.Module):
         self.stage_c = DiffusionC(channels, self.coarse_size, history_c,
                                   use_stpointformer=use_stpointformer, **sizes)
         self.stage_f = DiffusionF(channels, self.coarse_size, factor, history_f,
-                                  use_tpatternnet=use_tpatternnet, **sizes)
+                                  use_tpatternnet=use_tpatternnet,
+                                  completion_mask=completion_mask, **sizes)
         for name in ("coarse_mean", "coarse_std", "fine_mean", "fine_std"):
             self.register_buffer(name, torch.full((self.channels,), float("nan")))
+        #: whether Diffusion-F was trained on Diffusion-C's completions (joint phase)
+        self.register_buffer("f_saw_completions", torch.tensor(False))
         #: what :meth:`fit` did (phases, steps, seconds, final losses)
         self.history_log: Dict[str, object] = {}
 
@@ -614,12 +633,17 @@ class DiffRecon(nn.Module):
         return batch
 
     def _f_batch(self, zc_comp: Tensor, t_idx: Tensor, time: Optional[Tensor],
-                 ext: Optional[Tensor]) -> Dict[str, Tensor]:
+                 ext: Optional[Tensor], observed: Optional[Tensor] = None
+                 ) -> Dict[str, Tensor]:
         """Diffusion-F conditioning from a series of completed standardised coarse maps
-        ``zc_comp`` ``[T, C, I, J]`` (steps before the start replicate the first map)."""
+        ``zc_comp`` ``[T, C, I, J]`` (steps before the start replicate the first map);
+        ``observed`` ``[T, C, I, J]``: which cells were observed (default: all)."""
         batch = {"coarse": zc_comp[t_idx]}
         if self.stage_f.use_tpatternnet:
             batch["series"] = _windows(zc_comp, t_idx, self.history_f)
+        if self.stage_f.completion_mask:
+            batch["observed"] = (torch.ones_like(batch["coarse"]) if observed is None
+                                 else observed[t_idx].to(batch["coarse"].dtype))
         self._add_calendar(batch, t_idx, time, ext)
         return batch
 
@@ -648,9 +672,10 @@ class DiffRecon(nn.Module):
                          step_feats, gen: torch.Generator, steps: int, batch_size: int
                          ) -> Tensor:
         """Diffusion-C's own completions of the training series under simulated masks, one
-        mask series per pattern: ``[P, T, C, I, J]`` (observed cells keep the truth)."""
+        mask series per pattern: completions and their masks, both ``[P, T, C, I, J]``
+        (observed cells keep the truth)."""
         T = zc.shape[0]
-        outs = []
+        outs, masks = [], []
         for p in patterns:
             m = SparsePattern(p.kind, p.ratio, seed=int(torch.randint(2 ** 62, (1,),
                                                                       generator=gen)),
@@ -664,7 +689,8 @@ class DiffRecon(nn.Module):
                 b = self._c_batch(obs, m, idx, time, ext, step_feats)
                 comp[idx] = self.stage_c.generate(b, x_T[idx], "ddim", steps, gen)
             outs.append(torch.where(m.bool(), zc, comp))
-        return torch.stack(outs)
+            masks.append(m)
+        return torch.stack(outs), torch.stack(masks)
 
     def fit(self, fine: Tensor, time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
             patterns: Sequence[Union[str, SparsePattern]] = ("random:0.4",),
@@ -702,7 +728,8 @@ class DiffRecon(nn.Module):
         of ``joint_series`` patterns drawn from ``patterns`` (fresh seeds); Diffusion-F is
         then trained on those completions (current map *and* T-PatternNet series) instead
         of the truth -- each sample of a batch with probability ``joint_mix``, otherwise
-        on the pseudo-complete truth as in pre-training -- while Diffusion-C keeps training on
+        on the pseudo-complete truth as in pre-training; with ``completion_mask`` it also
+        sees which cells were completed -- while Diffusion-C keeps training on
         :math:`\mathcal{L}_C`; one optimiser step on :math:`\mathcal{L}_C +
         \mathcal{L}_F^{joint}`. Gradients do not flow through the sampler (the
         completions are detached), so "joint" means that Diffusion-F adapts to the
@@ -780,10 +807,12 @@ class DiffRecon(nn.Module):
             if joint_phase and (it - n_pre) % max(1, joint_refresh) == 0:
                 self.eval()
                 pick = torch.randperm(len(pats), generator=gen)[:joint_series].tolist()
-                comp = self._complete_series(zc, [pats[i] for i in pick], time, ext,
-                                             step_feats, gen, joint_sampling_steps, 512)
-                # source 0 = the truth, 1..P = the completion series
-                sources = torch.cat([zc.unsqueeze(0), comp])      # [1 + P, T, C, I, J]
+                comp, comp_mask = self._complete_series(zc, [pats[i] for i in pick], time,
+                                                        ext, step_feats, gen,
+                                                        joint_sampling_steps, 512)
+                # source 0 = the truth (all observed), 1..P = the completion series
+                sources = torch.cat([zc.unsqueeze(0), comp])       # [1 + P, T, C, I, J]
+                source_mask = torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask])
                 self.train()
             t_idx = targets[torch.randint(len(targets), (batch_size,), generator=gen)]
             # Diffusion-C on simulated masks
@@ -808,6 +837,8 @@ class DiffRecon(nn.Module):
                 b_f = {"coarse": series[:, -1]}
                 if self.stage_f.use_tpatternnet:
                     b_f["series"] = series
+                if self.stage_f.completion_mask:
+                    b_f["observed"] = source_mask[p_idx, t_idx]
                 self._add_calendar(b_f, t_idx, time, ext)
             else:
                 b_f = self._f_batch(zc, t_idx, time, ext)
@@ -821,6 +852,7 @@ class DiffRecon(nn.Module):
                 bar.set_postfix(phase="joint" if joint_phase else "pre",
                                 loss_c=f"{loss_c.item():.3f}", loss_f=f"{loss_f.item():.3f}")
         self.eval()
+        self.f_saw_completions.fill_(n_joint > 0)
         log_.update(seconds=_time.perf_counter() - t0, final_loss_c=loss_c.item(),
                     final_loss_f=loss_f.item())
         self.history_log = log_
@@ -942,9 +974,11 @@ class DiffRecon(nn.Module):
             comp[:, idx] = out.reshape(S, len(idx), C, I, J)
         comp = torch.where(m.unsqueeze(0), zc_obs.unsqueeze(0), comp)
         fine = torch.empty((S, Tout, C) + self.fine_size)
+        # the completion mask only means something to a Diffusion-F trained on completions
+        observed = mf if bool(self.f_saw_completions) else None
         for s in tqdm(range(0, Tout, bs), disable=not progress, desc="Diffusion-F"):
             idx = torch.arange(s, min(Tout, s + bs)) + int(history)
-            batches = [self._f_batch(comp[k], idx, time, ext) for k in range(S)]
+            batches = [self._f_batch(comp[k], idx, time, ext, observed) for k in range(S)]
             b = {key: torch.cat([bb[key] for bb in batches]) for key in batches[0]}
             # conditions differ per sample here: run them as S * B conditions, one sample each
             xT = xf_T[:, idx - int(history)].reshape(-1, C, *self.fine_size)
