@@ -106,20 +106,26 @@ def test_fit_schedule_and_ablation_budgets():
     torch.testing.assert_close(m.coarse_mean, coarsen(fine, 2).mean(dim=(0, 2, 3)))
 
 
+def _spy_f_loss(model, key):
+    """Record ``batch[key]`` of every Diffusion-F training batch of ``model``."""
+    seen = []
+    loss_f = model.stage_f.loss
+
+    def spy(batch, target, gen):
+        seen.append(batch[key].clone())
+        return loss_f(batch, target, gen)
+
+    model.stage_f.loss = spy
+    return seen
+
+
 @pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
 def test_joint_mix_conditions_diffusion_f_on_truth_or_completions(mix):
     """joint_mix: share of joint-phase Diffusion-F conditions taken from Diffusion-C's
     completions (the rest are the pseudo-complete truth)."""
     fine, time = _series(T=30)
     model = _tiny()
-    seen = []
-    loss_f = model.stage_f.loss
-
-    def spy(batch, target, gen):
-        seen.append(batch["coarse"].clone())
-        return loss_f(batch, target, gen)
-
-    model.stage_f.loss = spy
+    seen = _spy_f_loss(model, "coarse")
     model.fit(fine, time=time, patterns=["fixed:0.8"], pretrain_steps=1, joint_steps=4,
               joint_refresh=10, batch_size=16, joint_sampling_steps=1, joint_mix=mix)
     assert model.history_log["joint_mix"] == mix
@@ -289,14 +295,7 @@ def test_completion_mask_reaches_diffusion_f_only_after_joint_training(joint):
     fine, time = _series(T=30)
     model = _tiny(completion_mask=True)
     assert "completion_mask=True" in repr(model.stage_f)
-    seen = []
-    loss_f = model.stage_f.loss
-
-    def spy_loss(batch, target, gen):
-        seen.append(batch["observed"].clone())
-        return loss_f(batch, target, gen)
-
-    model.stage_f.loss = spy_loss
+    seen = _spy_f_loss(model, "observed")
     model.fit(fine, time=time, patterns=["fixed:0.8"], pretrain_steps=2, joint_steps=2,
               joint_refresh=10, batch_size=8, joint_sampling_steps=1, joint=joint)
     assert bool(model.f_saw_completions) == joint
