@@ -47,6 +47,38 @@ def test_user_npz_grid_runs_through_the_same_script(tmp_path):
     assert rows[0]["ratio"] == pytest.approx(0.25)            # lower-right quarter of 2x2
 
 
+def test_second_pass_options_reach_the_model(tmp_path):
+    """--completion-mask / --joint-mix reach DiffRecon, --mass-consistent proportional the
+    reconstruction (the JSON records them)."""
+    import torch_stgen.experiments.diffrecon as bench
+    out = tmp_path / "opts.json"
+    args = build_parser().parse_args(
+        ["--patterns", "block", "--methods", "diffrecon", "--completion-mask",
+         "--joint-mix", "0.5", "--mass-consistent", "proportional", "--reduce", "median",
+         "--out", str(out)] + TINY)
+    models = []
+    train = bench._train
+
+    def spy(*a, **kw):
+        predict = train(*a, **kw)
+        models.append(predict.model)
+        return predict
+
+    bench._train = spy
+    try:
+        rows = run(args)
+    finally:
+        bench._train = train
+    model = models[0]
+    assert model.stage_f.completion_mask and bool(model.f_saw_completions)
+    assert model.history_log["joint_mix"] == 0.5
+    saved = json.loads(out.read_text())["args"]
+    assert saved["mass_consistent"] == "proportional" and saved["reduce"] == "median"
+    assert 0 < rows[0]["mae"] < float("inf")
+    assert build_parser().parse_args(["--mass-consistent"]).mass_consistent == "additive"
+    assert build_parser().parse_args([]).mass_consistent is None
+
+
 def test_defaults_and_bad_arguments():
     args = build_parser().parse_args([])
     assert args.patterns is None and args.dataset == "synthetic"
