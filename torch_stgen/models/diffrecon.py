@@ -526,12 +526,14 @@ class DiffRecon(nn.Module):
             U-Nets (:class:`PositionConditioner`; ``0``: none). (default: ``0``)
         completion_mask (bool, optional): Diffusion-F also sees the observed mask of the
             coarse map (1 observed, 0 completed by Diffusion-C). Not in the DiffRecon paper,
-            whose Diffusion-F sees only the completed map: without the mask, joint training
-            on completions teaches Diffusion-F to distrust *every* coarse value, observed
-            ones included; with it, it learns how far to trust the completed cells only.
-            The mask is only informative when Diffusion-F saw completions, so a model
-            trained without the joint phase is fed an all-ones mask (what it was trained
-            on). (default: ``False``)
+            whose Diffusion-F sees only the completed map. The intent: without the mask,
+            joint training on completions can teach Diffusion-F to distrust *every* coarse
+            value, observed ones included; with it, it can learn how far to trust the
+            completed cells only (measured on BikeNYC validation it did not make the joint
+            phase pay off; ``benchmarks/results/diffrecon_bikenyc.md``). The mask is only
+            informative when Diffusion-F saw completions, so a model trained without the
+            joint phase is fed an all-ones mask (what it was trained on).
+            (default: ``False``)
         model_channels (int, optional): U-Net width of both stages. (default: ``32``)
         channel_mult (sequence of int, optional): (default: ``(1, 2)``)
         num_res_blocks (int, optional): (default: ``1``)
@@ -670,7 +672,7 @@ class DiffRecon(nn.Module):
     @torch.no_grad()
     def _complete_series(self, zc: Tensor, patterns: List[SparsePattern], time, ext,
                          step_feats, gen: torch.Generator, steps: int, batch_size: int
-                         ) -> Tensor:
+                         ) -> Tuple[Tensor, Tensor]:
         """Diffusion-C's own completions of the training series under simulated masks, one
         mask series per pattern: completions and their masks, both ``[P, T, C, I, J]``
         (observed cells keep the truth)."""
