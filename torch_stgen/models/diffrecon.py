@@ -950,12 +950,12 @@ class DiffRecon(nn.Module):
             raise ValueError(f"'reduce' must be 'mean' or 'median' (got {reduce!r})")
         if int(batch_size) < 1:
             raise ValueError(f"'batch_size' must be positive (got {batch_size})")
-        mode = {False: None, True: "additive", "additive": "additive",
-                "proportional": "proportional"}.get(mass_consistent, "?") \
-            if isinstance(mass_consistent, (bool, str)) else "?"
-        if mode == "?":
+        modes = {False: None, True: "additive", "additive": "additive",
+                 "proportional": "proportional"}
+        if not isinstance(mass_consistent, (bool, str)) or mass_consistent not in modes:
             raise ValueError(f"'mass_consistent' must be False, True, 'additive' or "
                              f"'proportional' (got {mass_consistent!r})")
+        mode = modes[mass_consistent]
         time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
                                                  self.ext_features)
         m = (mask != 0).expand(T, C, I, J)
