@@ -320,3 +320,33 @@ def test_completion_mask_reaches_diffusion_f_only_after_joint_training(joint):
         assert bool((obs[:, :, 0, 0] == 0).all()) and bool((obs[:, :, 1:] == 1).all())
     else:
         assert bool((obs == 1).all())
+
+
+def test_end_to_end_joint_trains_diffusion_c_through_diffusion_f():
+    """joint_mode='end_to_end': Diffusion-F is conditioned on Diffusion-C's differentiable
+    one-step x0 at missing cells (observed cells keep the truth), so L_F reaches C."""
+    fine, time = _series(T=30)
+    model = _tiny(prediction_type="sample", completion_mask=True)
+    grads, flagged = [], []
+    loss_f = model.stage_f.loss
+
+    def f_only_grad(batch, target, gen):  # gradient of L_F alone w.r.t. Diffusion-C
+        loss = loss_f(batch, target, gen)
+        if batch["coarse"].requires_grad:
+            flagged.append(float((batch["observed"] == 0).float().mean()))
+            g = torch.autograd.grad(loss, list(model.stage_c.parameters()),
+                                    retain_graph=True, allow_unused=True)
+            grads.append(sum(float(x.abs().sum()) for x in g if x is not None))
+        return loss
+
+    model.stage_f.loss = f_only_grad
+    model.fit(fine, time=time, patterns=["fixed:0.8"], pretrain_steps=1, joint_steps=3,
+              batch_size=8, joint_mode="end_to_end")
+    assert model.history_log["joint_mode"] == "end_to_end"
+    assert len(grads) == 3 and min(grads) > 0              # every joint step reaches C
+    assert min(flagged) > 0.5                               # fixed:0.8 -> most cells completed
+    with pytest.raises(ValueError, match="'joint_mode'"):
+        _tiny().fit(fine, time=time, pretrain_steps=1, joint_steps=1, joint_mode="unrolled")
+    with pytest.raises(ValueError, match="epsilon"):
+        _tiny(prediction_type="epsilon").fit(fine, time=time, pretrain_steps=1,
+                                             joint_steps=1, joint_mode="end_to_end")

@@ -94,6 +94,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--joint-mix", type=float, default=1.0,
                    help="share of Diffusion-F's joint-phase samples conditioned on "
                         "Diffusion-C's completions instead of the truth (default: 1.0)")
+    g.add_argument("--joint-mode", choices=("sampled", "end_to_end"), default="sampled",
+                   help="joint phase: detached DDIM completions (default) or Diffusion-C's "
+                        "differentiable one-step x0 (end to end)")
     g.add_argument("--completion-mask", action="store_true",
                    help="Diffusion-F also sees which coarse cells Diffusion-C completed "
                         "(an addition to the paper; see DiffRecon's docstring)")
@@ -241,7 +244,8 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   batch_size=args.batch_size, lr=args.lr,
                   pretrain=method != "diffrecon-no-pretrain",
                   joint=method != "diffrecon-no-joint", joint_refresh=args.joint_refresh,
-                  joint_mix=args.joint_mix, seed=seed, progress=args.progress)
+                  joint_mix=args.joint_mix,
+                  joint_mode=getattr(args, "joint_mode", "sampled"), seed=seed, progress=args.progress)
 
         def predict(c, k, tm, ex, ctx):
             return model.reconstruct(c, k, history=ctx, time=tm, ext=ex,

@@ -699,7 +699,8 @@ class DiffRecon(nn.Module):
             pretrain_steps: int = 2000, joint_steps: int = 500, batch_size: int = 64,
             lr: float = 1e-3, pretrain: bool = True, joint: bool = True,
             joint_refresh: int = 250, joint_sampling_steps: int = 10,
-            joint_series: int = 3, joint_mix: float = 1.0, seed: int = 0,
+            joint_series: int = 3, joint_mix: float = 1.0,
+            joint_mode: str = "sampled", seed: int = 0,
             progress: bool = False) -> "DiffRecon":
         r"""Train both stages on complete training fine maps.
 
@@ -762,6 +763,17 @@ class DiffRecon(nn.Module):
                 conditioned on Diffusion-C's completions rather than the truth; ``1`` is
                 the paper's description (completions only), lower values keep Diffusion-F
                 anchored to the truth while it adapts. (default: ``1.0``)
+            joint_mode (str, optional): ``"sampled"``: the schedule above (detached DDIM
+                completions, refreshed every ``joint_refresh`` iterations);
+                ``"end_to_end"``: Diffusion-F's current coarse map is completed by
+                Diffusion-C's one-step :math:`\hat x_0` from pure noise at the last training
+                step (:math:`\approx \mathbb{E}[X_{cg} \mid \text{condition}]`, what
+                deterministic DDIM with :math:`x_0`-prediction also returns), *not*
+                detached, so :math:`\mathcal{L}_F` trains Diffusion-C as well (its
+                T-PatternNet series is the truth with the current step replaced). Needs
+                ``prediction_type`` ``"sample"`` or ``"v_prediction"`` (an
+                :math:`\epsilon` network cannot give :math:`\hat x_0` at
+                :math:`\bar\alpha \approx 0`). (default: ``"sampled"``)
             seed (int, optional): seeds initialisation-independent randomness (batches,
                 masks, noise). (default: ``0``)
             progress (bool, optional): tqdm bars. (default: ``False``)
@@ -787,6 +799,13 @@ class DiffRecon(nn.Module):
             raise ValueError("'patterns' must not be empty")
         if not 0.0 <= float(joint_mix) <= 1.0:
             raise ValueError(f"'joint_mix' must be in [0, 1] (got {joint_mix!r})")
+        if joint_mode not in ("sampled", "end_to_end"):
+            raise ValueError(f"'joint_mode' must be 'sampled' or 'end_to_end' "
+                             f"(got {joint_mode!r})")
+        sch_c = self.stage_c.scheduler
+        if joint_mode == "end_to_end" and sch_c.config.prediction_type == "epsilon":
+            raise ValueError("joint_mode='end_to_end' needs prediction_type 'sample' or "
+                             "'v_prediction' (got 'epsilon')")
         time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
                                                  self.ext_features)
         gen = torch.Generator().manual_seed(int(seed))
@@ -803,6 +822,7 @@ class DiffRecon(nn.Module):
             opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
         self.train()
         log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "joint_mix": joint_mix,
+                "joint_mode": joint_mode,
                 "patterns": [p.name for p in pats], "batch_size": batch_size}
         t0 = _time.perf_counter()
         comp = None
@@ -810,7 +830,8 @@ class DiffRecon(nn.Module):
         loss_c = loss_f = torch.zeros(())
         for it in bar:
             joint_phase = it >= n_pre
-            if joint_phase and (it - n_pre) % max(1, joint_refresh) == 0:
+            if joint_phase and joint_mode == "sampled" and \
+                    (it - n_pre) % max(1, joint_refresh) == 0:
                 self.eval()
                 pick = torch.randperm(len(pats), generator=gen)[:joint_series].tolist()
                 comp, comp_mask = self._complete_series(zc, [pats[i] for i in pick], time,
@@ -833,7 +854,23 @@ class DiffRecon(nn.Module):
             self._add_calendar(b_c, t_idx, time, ext)
             loss_c = self.stage_c.loss(b_c, zc[t_idx], gen)
             # Diffusion-F on the truth (pre-training) or on Diffusion-C's completions
-            if joint_phase:
+            if joint_phase and joint_mode == "end_to_end":
+                t_last = sch_c.config.num_train_timesteps - 1
+                x_T = torch.randn(zc[t_idx].shape, generator=gen)
+                out = self.stage_c.denoiser(x_T, torch.full((batch_size,), t_last), b_c)
+                x0_hat, _ = sch_c._predict_x0_eps(out, x_T, sch_c._alpha_prod(t_last))
+                keep = m[:, -1].bool()                              # observed cells
+                if joint_mix < 1.0:
+                    use_comp = torch.rand(batch_size, generator=gen) < float(joint_mix)
+                    keep = keep | ~use_comp[:, None, None, None]
+                b_f = self._f_batch(zc, t_idx, time, ext, observed=None)
+                b_f["coarse"] = torch.where(keep, zc[t_idx], x0_hat)
+                if self.stage_f.use_tpatternnet:
+                    b_f["series"] = torch.cat([b_f["series"][:, :-1],
+                                               b_f["coarse"].unsqueeze(1)], 1)
+                if self.stage_f.completion_mask:
+                    b_f["observed"] = keep.to(zc.dtype)
+            elif joint_phase:
                 p_idx = torch.randint(comp.shape[0], (batch_size,), generator=gen) + 1
                 if joint_mix < 1.0:
                     use_comp = torch.rand(batch_size, generator=gen) < float(joint_mix)
