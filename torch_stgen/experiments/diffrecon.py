@@ -245,7 +245,8 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   pretrain=method != "diffrecon-no-pretrain",
                   joint=method != "diffrecon-no-joint", joint_refresh=args.joint_refresh,
                   joint_mix=args.joint_mix,
-                  joint_mode=getattr(args, "joint_mode", "sampled"), seed=seed, progress=args.progress)
+                  joint_mode=getattr(args, "joint_mode", "sampled"), seed=seed,
+                  progress=args.progress)
 
         def predict(c, k, tm, ex, ctx):
             return model.reconstruct(c, k, history=ctx, time=tm, ext=ex,
