@@ -48,14 +48,15 @@ def test_user_npz_grid_runs_through_the_same_script(tmp_path):
 
 
 def test_second_pass_options_reach_the_model(tmp_path):
-    """--completion-mask / --joint-mix reach DiffRecon, --mass-consistent proportional the
+    """--completion-mask / --joint-mix / --joint-mode reach DiffRecon, --mass-consistent
+    proportional the
     reconstruction (the JSON records them)."""
     import torch_stgen.experiments.diffrecon as bench
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
         ["--patterns", "block", "--methods", "diffrecon", "--completion-mask",
-         "--joint-mix", "0.5", "--mass-consistent", "proportional", "--reduce", "median",
-         "--out", str(out)] + TINY)
+         "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--mass-consistent",
+         "proportional", "--reduce", "median", "--out", str(out)] + TINY)
     models = []
     train = bench._train
 
@@ -72,6 +73,7 @@ def test_second_pass_options_reach_the_model(tmp_path):
     model = models[0]
     assert model.stage_f.completion_mask and bool(model.f_saw_completions)
     assert model.history_log["joint_mix"] == 0.5
+    assert model.history_log["joint_mode"] == "end_to_end"
     saved = json.loads(out.read_text())["args"]
     assert saved["mass_consistent"] == "proportional" and saved["reduce"] == "median"
     assert 0 < rows[0]["mae"] < float("inf")
