@@ -49,8 +49,7 @@ def test_user_npz_grid_runs_through_the_same_script(tmp_path):
 
 def test_second_pass_options_reach_the_model(tmp_path):
     """--completion-mask / --joint-mix / --joint-mode reach DiffRecon, --mass-consistent
-    proportional the
-    reconstruction (the JSON records them)."""
+    proportional the reconstruction (the JSON records them)."""
     import torch_stgen.experiments.diffrecon as bench
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
