@@ -330,15 +330,11 @@ def mass_project(fine: Tensor, coarse: Tensor, factor: int, mode: str = "additiv
                          f"{W // factor}] for 'fine' [{H}, {W}] and factor {factor} (got "
                          f"{tuple(coarse.shape[-2:])})")
 
-    def up(c):
-        return c.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
-
-    additive = fine + up(coarse - coarsen(fine, factor)) / (factor * factor)
+    additive = fine + upsample(coarse - coarsen(fine, factor), factor) / (factor * factor)
     if mode == "additive":
         return additive
     pos = fine.clamp_min(0)
     total = coarsen(pos, factor)
     ok = total > eps
-    scale = torch.where(ok, coarse.clamp_min(0) / torch.where(ok, total, torch.ones_like(total)),
-                        torch.zeros_like(total))
-    return torch.where(up(ok), pos * up(scale), additive)
+    scale = coarse.clamp_min(0) / torch.where(ok, total, torch.ones_like(total))
+    return torch.where(upsample(ok, factor), pos * upsample(scale, factor), additive)

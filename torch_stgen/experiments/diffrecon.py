@@ -203,7 +203,7 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 model_channels=args.model_channels, d_model=args.d_model,
                 prediction_type=args.prediction_type,
                 position_channels=args.position_channels,
-                completion_mask=bool(getattr(args, "completion_mask", False)))
+                completion_mask=args.completion_mask)
 
 
 def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day):
@@ -245,7 +245,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   pretrain=method != "diffrecon-no-pretrain",
                   joint=method != "diffrecon-no-joint", joint_refresh=args.joint_refresh,
                   joint_mix=args.joint_mix,
-                  joint_mode=getattr(args, "joint_mode", "sampled"), seed=seed,
+                  joint_mode=args.joint_mode, seed=seed,
                   progress=args.progress)
 
         def predict(c, k, tm, ex, ctx):
