@@ -48,13 +48,14 @@ def test_user_npz_grid_runs_through_the_same_script(tmp_path):
 
 
 def test_second_pass_options_reach_the_model(tmp_path):
-    """--completion-mask / --joint-mix / --joint-mode reach DiffRecon, --mass-consistent
+    """--completion-mask / --joint-mix / --joint-mode / --joint-series reach DiffRecon, --mass-consistent
     proportional the reconstruction (the JSON records them)."""
     import torch_stgen.experiments.diffrecon as bench
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
         ["--patterns", "block", "--methods", "diffrecon", "--completion-mask",
-         "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--mass-consistent",
+         "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--joint-series", "1",
+         "--mass-consistent",
          "proportional", "--reduce", "median", "--out", str(out)] + TINY)
     models = []
     train = bench._train
@@ -73,6 +74,8 @@ def test_second_pass_options_reach_the_model(tmp_path):
     assert model.stage_f.completion_mask and bool(model.f_saw_completions)
     assert model.history_log["joint_mix"] == 0.5
     assert model.history_log["joint_mode"] == "end_to_end"
+    assert model.history_log["joint_series"] == 1
+    assert build_parser().parse_args([]).joint_series is None     # one per pattern
     saved = json.loads(out.read_text())["args"]
     assert saved["mass_consistent"] == "proportional" and saved["reduce"] == "median"
     assert 0 < rows[0]["mae"] < float("inf")
@@ -99,3 +102,31 @@ def test_format_table_gain_row():
     assert "| diffrecon | 0.800 | 1.100 | 0.950 |" in text
     assert "| +20.0% | -10.0% | +5.0% |" in text
     assert "worse than the best baseline in 1 of 2 settings" in text
+
+
+def test_stage_diagnosis_script(tmp_path, capsys):
+    """benchmarks/diffrecon_stages.py: per variant, split and pattern (plus 'none', nothing
+    missing) Diffusion-C's completion error on missing cells and the fine MAE."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "diffrecon_stages.py"
+    spec = importlib.util.spec_from_file_location("diffrecon_stages", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "stages.json"
+    assert mod.main(["--methods", "diffrecon,diffrecon-no-joint", "--patterns", "fixed:0.4",
+                     "--window", "20", "--out", str(out)] + TINY) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["split"], r["pattern"]) for r in rows[:4]] == [
+        ("diffrecon", "train", "fixed:0.4"), ("diffrecon", "train", "none"),
+        ("diffrecon", "val", "fixed:0.4"), ("diffrecon", "val", "none")]
+    assert len(rows) == 8
+    for r in rows:
+        assert 0 < r["fine_mae"] < float("inf")
+        if r["pattern"] == "none":
+            assert r["coarse_missing_mae"] is None
+        else:
+            assert 0 < r["coarse_missing_mae"] < float("inf")
+    assert "| diffrecon-no-joint | val |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        mod.main(["--methods", "srcnn"] + TINY)
