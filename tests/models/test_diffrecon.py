@@ -350,3 +350,51 @@ def test_end_to_end_joint_trains_diffusion_c_through_diffusion_f():
     with pytest.raises(ValueError, match="epsilon"):
         _tiny(prediction_type="epsilon").fit(fine, time=time, pretrain_steps=1,
                                              joint_steps=1, joint_mode="end_to_end")
+
+
+def test_state_dict_round_trip_and_checkpoint_without_completion_flag(fitted):
+    model, fine, time = fitted
+    coarse = coarsen(fine, 2)
+    mask = torch.ones(coarse.shape[0], 1, 4, 2)
+    kw = dict(history=5, time=time, num_samples=2, steps=3, seed=3)
+    ref = model.reconstruct(coarse, mask, **kw).fine
+    state = model.state_dict()
+    assert bool(state["f_saw_completions"])               # the fixture ran a joint phase
+    clone = _tiny()
+    clone.load_state_dict(state)
+    torch.testing.assert_close(clone.reconstruct(coarse, mask, **kw).fine, ref)
+    # a snapshot saved before the flag existed still loads strictly (flag -> False)
+    old = {k: v for k, v in state.items() if k != "f_saw_completions"}
+    clone = _tiny()
+    clone.f_saw_completions.fill_(True)
+    clone.load_state_dict(old, strict=True)
+    assert not bool(clone.f_saw_completions)
+    torch.testing.assert_close(clone.reconstruct(coarse, mask, **kw).fine, ref)
+    assert "f_saw_completions" not in old                  # the caller's dict is untouched
+
+
+@pytest.mark.parametrize("joint_series,expected", [(None, 3), (1, 1), (2, 2)])
+def test_joint_completions_cover_the_training_patterns(joint_series, expected):
+    """One completion series per training pattern by default, so Diffusion-F's joint-phase
+    inputs follow the same mask mixture as pre-training; ``joint_series=n`` draws n."""
+    fine, time = _series(T=30)
+    model = _tiny()
+    calls = []
+    complete = model._complete_series
+
+    def spy(zc, patterns, *args):
+        calls.append(sorted(p.name for p in patterns))
+        return complete(zc, patterns, *args)
+
+    model._complete_series = spy
+    pats = ["fixed:0.4", "random:0.8", "block"]
+    model.fit(fine, time=time, patterns=pats, pretrain_steps=1, joint_steps=4,
+              joint_refresh=2, batch_size=4, joint_sampling_steps=1,
+              joint_series=joint_series)
+    assert len(calls) == 2                                   # refreshes at joint its 0, 2
+    assert all(len(c) == expected and set(c) <= set(pats) for c in calls)
+    if joint_series is None:
+        assert calls == [sorted(pats)] * 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="'joint_series'"):
+            _tiny().fit(fine, time=time, pretrain_steps=1, joint_steps=1, joint_series=bad)
