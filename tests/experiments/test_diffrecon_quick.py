@@ -75,7 +75,7 @@ def test_second_pass_options_reach_the_model(tmp_path):
     assert model.history_log["joint_mix"] == 0.5
     assert model.history_log["joint_mode"] == "end_to_end"
     assert model.history_log["joint_series"] == 1
-    assert build_parser().parse_args([]).joint_series is None     # one per pattern
+    assert build_parser().parse_args([]).joint_series == 3
     saved = json.loads(out.read_text())["args"]
     assert saved["mass_consistent"] == "proportional" and saved["reduce"] == "median"
     assert 0 < rows[0]["mae"] < float("inf")

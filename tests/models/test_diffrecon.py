@@ -375,8 +375,8 @@ def test_state_dict_round_trip_and_checkpoint_without_completion_flag(fitted):
 
 @pytest.mark.parametrize("joint_series,expected", [(None, 3), (1, 1), (2, 2)])
 def test_joint_completions_cover_the_training_patterns(joint_series, expected):
-    """One completion series per training pattern by default, so Diffusion-F's joint-phase
-    inputs follow the same mask mixture as pre-training; ``joint_series=n`` draws n."""
+    """``joint_series=n``: n completion series per refresh, drawn from the training
+    patterns without repeats; ``None``: one per pattern (the mask mixture of pre-training)."""
     fine, time = _series(T=30)
     model = _tiny()
     calls = []

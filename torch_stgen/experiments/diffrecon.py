@@ -91,10 +91,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="joint-training iterations (default: 200; quick 60)")
     g.add_argument("--joint-refresh", type=int, default=250,
                    help="iterations between refreshes of Diffusion-C's completions")
-    g.add_argument("--joint-series", type=int, default=None,
+    g.add_argument("--joint-series", type=int, default=3,
                    help="Diffusion-C completion series per joint refresh, drawn from the "
-                        "training patterns (default: one per pattern; results before "
-                        "2026-11-22 ran with 3)")
+                        "training patterns (default: 3; 0 = one per pattern)")
     g.add_argument("--joint-mix", type=float, default=1.0,
                    help="share of Diffusion-F's joint-phase samples conditioned on "
                         "Diffusion-C's completions instead of the truth (default: 1.0)")
@@ -248,7 +247,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   batch_size=args.batch_size, lr=args.lr,
                   pretrain=method != "diffrecon-no-pretrain",
                   joint=method != "diffrecon-no-joint", joint_refresh=args.joint_refresh,
-                  joint_series=args.joint_series,
+                  joint_series=args.joint_series or None,
                   joint_mix=args.joint_mix,
                   joint_mode=args.joint_mode, seed=seed,
                   progress=args.progress)
