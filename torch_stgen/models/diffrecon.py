@@ -747,10 +747,11 @@ class DiffRecon(nn.Module):
         \mathcal{L}_F^{joint}`. Gradients do not flow through the sampler (the
         completions are detached), so "joint" means that Diffusion-F adapts to the
         errors Diffusion-C actually makes.
-        (Measured on BikeNYC at 1000 + 200 iterations, two seeds, and on the synthetic
-        city, the joint phase did not beat spending the same iterations on pre-training;
-        ``benchmarks/results/diffrecon_bikenyc.md``. It stays on by default because it
-        is the paper's method.)
+        (Measured on BikeNYC at 1000 + 200 iterations, two seeds, at 3000 + 600, and on
+        the synthetic city, the joint phase did not beat spending the same iterations on
+        pre-training: it leaves Diffusion-C as it is and makes Diffusion-F worse even on
+        exact coarse maps; ``benchmarks/results/diffrecon_bikenyc.md``. It stays on by
+        default because it is the paper's method.)
 
         Ablations: ``pretrain=False`` runs only the joint phase for
         ``pretrain_steps + joint_steps`` iterations (Diffusion-F learns from an untrained
