@@ -54,7 +54,7 @@ def test_second_pass_options_reach_the_model(tmp_path):
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
         ["--patterns", "block", "--methods", "diffrecon", "--completion-mask",
-         "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--joint-series", "1",
+         "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--joint-series", "1", "--joint-sampler", "ddpm",
          "--mass-consistent",
          "proportional", "--reduce", "median", "--out", str(out)] + TINY)
     models = []
@@ -75,6 +75,7 @@ def test_second_pass_options_reach_the_model(tmp_path):
     assert model.history_log["joint_mix"] == 0.5
     assert model.history_log["joint_mode"] == "end_to_end"
     assert model.history_log["joint_series"] == 1
+    assert model.history_log["joint_sampler"] == "ddpm"
     assert build_parser().parse_args([]).joint_series == 3
     saved = json.loads(out.read_text())["args"]
     assert saved["mass_consistent"] == "proportional" and saved["reduce"] == "median"

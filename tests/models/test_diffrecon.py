@@ -398,3 +398,30 @@ def test_joint_completions_cover_the_training_patterns(joint_series, expected):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="'joint_series'"):
             _tiny().fit(fine, time=time, pretrain_steps=1, joint_steps=1, joint_series=bad)
+
+
+def test_joint_sampler_reaches_the_completions():
+    """joint_sampler picks the sampler of Diffusion-C's joint-phase completions; DDPM
+    (ancestral) completions differ from DDIM's for the same seed."""
+    fine, time = _series(T=30)
+    kinds, outs = [], []
+    for sampler in ("ddim", "ddpm"):
+        torch.manual_seed(0)
+        model = _tiny()
+        generate = model.stage_c.generate
+
+        def spy(batch, x_T, kind="ddim", *args, _g=generate):
+            kinds.append(kind)
+            return _g(batch, x_T, kind, *args)
+
+        model.stage_c.generate = spy
+        seen = _spy_f_loss(model, "coarse")
+        model.fit(fine, time=time, patterns=["fixed:0.8"], pretrain_steps=1, joint_steps=1,
+                  joint_refresh=10, batch_size=4, joint_sampling_steps=3,
+                  joint_sampler=sampler, seed=0)
+        assert model.history_log["joint_sampler"] == sampler
+        outs.append(seen[-1])
+    assert set(kinds[:len(kinds) // 2]) == {"ddim"} and set(kinds[len(kinds) // 2:]) == {"ddpm"}
+    assert not torch.allclose(outs[0], outs[1])
+    with pytest.raises(ValueError, match="'joint_sampler'"):
+        _tiny().fit(fine, time=time, pretrain_steps=1, joint_steps=1, joint_sampler="heun")

@@ -94,6 +94,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--joint-series", type=int, default=3,
                    help="Diffusion-C completion series per joint refresh, drawn from the "
                         "training patterns (default: 3; 0 = one per pattern)")
+    g.add_argument("--joint-sampler", choices=("ddim", "ddpm"), default="ddim",
+                   help="sampler of Diffusion-C's joint-phase completions (default: ddim)")
     g.add_argument("--joint-mix", type=float, default=1.0,
                    help="share of Diffusion-F's joint-phase samples conditioned on "
                         "Diffusion-C's completions instead of the truth (default: 1.0)")
@@ -247,7 +249,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   batch_size=args.batch_size, lr=args.lr,
                   pretrain=method != "diffrecon-no-pretrain",
                   joint=method != "diffrecon-no-joint", joint_refresh=args.joint_refresh,
-                  joint_series=args.joint_series or None,
+                  joint_series=args.joint_series or None, joint_sampler=args.joint_sampler,
                   joint_mix=args.joint_mix,
                   joint_mode=args.joint_mode, seed=seed,
                   progress=args.progress)

@@ -680,8 +680,8 @@ class DiffRecon(nn.Module):
 
     @torch.no_grad()
     def _complete_series(self, zc: Tensor, patterns: List[SparsePattern], time, ext,
-                         step_feats, gen: torch.Generator, steps: int, batch_size: int
-                         ) -> Tuple[Tensor, Tensor]:
+                         step_feats, gen: torch.Generator, steps: int, batch_size: int,
+                         sampler: str = "ddim") -> Tuple[Tensor, Tensor]:
         """Diffusion-C's own completions of the training series under simulated masks, one
         mask series per pattern: completions and their masks, both ``[P, T, C, I, J]``
         (observed cells keep the truth)."""
@@ -698,7 +698,7 @@ class DiffRecon(nn.Module):
             for s in range(0, T, batch_size):
                 idx = torch.arange(s, min(T, s + batch_size))
                 b = self._c_batch(obs, m, idx, time, ext, step_feats)
-                comp[idx] = self.stage_c.generate(b, x_T[idx], "ddim", steps, gen)
+                comp[idx] = self.stage_c.generate(b, x_T[idx], sampler, steps, gen)
             outs.append(torch.where(m.bool(), zc, comp))
             masks.append(m)
         return torch.stack(outs), torch.stack(masks)
@@ -709,7 +709,7 @@ class DiffRecon(nn.Module):
             lr: float = 1e-3, pretrain: bool = True, joint: bool = True,
             joint_refresh: int = 250, joint_sampling_steps: int = 10,
             joint_series: Optional[int] = 3, joint_mix: float = 1.0,
-            joint_mode: str = "sampled", seed: int = 0,
+            joint_mode: str = "sampled", joint_sampler: str = "ddim", seed: int = 0,
             progress: bool = False) -> "DiffRecon":
         r"""Train both stages on complete training fine maps.
 
@@ -791,6 +791,10 @@ class DiffRecon(nn.Module):
                 ``prediction_type`` ``"sample"`` or ``"v_prediction"`` (an
                 :math:`\epsilon` network cannot give :math:`\hat x_0` at
                 :math:`\bar\alpha \approx 0`). (default: ``"sampled"``)
+            joint_sampler (str, optional): sampler of the joint-phase completions,
+                ``"ddim"`` (deterministic, :math:`\eta = 0`: close to Diffusion-C's
+                conditional mean) or ``"ddpm"`` (ancestral: genuine samples, to pair with
+                ``reconstruct(sampler="ddpm")``). (default: ``"ddim"``)
             seed (int, optional): seeds initialisation-independent randomness (batches,
                 masks, noise). (default: ``0``)
             progress (bool, optional): tqdm bars. (default: ``False``)
@@ -821,6 +825,8 @@ class DiffRecon(nn.Module):
                              f"(got {joint_series!r})")
         if not 0.0 <= float(joint_mix) <= 1.0:
             raise ValueError(f"'joint_mix' must be in [0, 1] (got {joint_mix!r})")
+        if joint_sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"'joint_sampler' must be 'ddim' or 'ddpm' (got {joint_sampler!r})")
         if joint_mode not in ("sampled", "end_to_end"):
             raise ValueError(f"'joint_mode' must be 'sampled' or 'end_to_end' "
                              f"(got {joint_mode!r})")
@@ -845,6 +851,7 @@ class DiffRecon(nn.Module):
         self.train()
         log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "joint_mix": joint_mix,
                 "joint_mode": joint_mode, "joint_series": joint_series,
+                "joint_sampler": joint_sampler,
                 "patterns": [p.name for p in pats], "batch_size": batch_size}
         t0 = _time.perf_counter()
         comp = None
@@ -861,7 +868,8 @@ class DiffRecon(nn.Module):
                     pick = torch.randperm(len(pats), generator=gen)[:joint_series].tolist()
                 comp, comp_mask = self._complete_series(zc, [pats[i] for i in pick], time,
                                                         ext, step_feats, gen,
-                                                        joint_sampling_steps, 512)
+                                                        joint_sampling_steps, 512,
+                                                        joint_sampler)
                 # source 0 = the truth (all observed), 1..P = the completion series
                 sources = torch.cat([zc.unsqueeze(0), comp])       # [1 + P, T, C, I, J]
                 source_mask = torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask])
