@@ -735,8 +735,8 @@ class DiffRecon(nn.Module):
         side by side.
 
         **Joint training** (``joint_steps`` iterations): every ``joint_refresh``
-        iterations Diffusion-C completes the whole training series (DDIM,
-        ``joint_sampling_steps`` steps, observed cells kept) under simulated mask series
+        iterations Diffusion-C completes the whole training series (``joint_sampler``,
+        DDIM by default, ``joint_sampling_steps`` steps, observed cells kept) under simulated mask series
         of ``joint_series`` patterns drawn from ``patterns`` at each refresh (fresh seeds;
         ``joint_series=None``: one series per pattern); Diffusion-F is
         then trained on those completions (current map *and* T-PatternNet series) instead
