@@ -234,3 +234,50 @@ def test_relation_aggregation_is_the_sum_of_per_relation_layers():
     assert not torch.allclose(mean.entity_guidance(), m.entity_guidance(), atol=1e-3)
     with pytest.raises(ValueError, match="'aggregation'"):
         make(aggregation="max")
+
+
+def test_pattern_shrink_centres_the_diffusion_on_a_shrunk_pattern():
+    """pattern_shrink = lambda: the diffusion is centred on lambda * f (training and
+    sampling) while the pattern term keeps fitting the unscaled f; lambda = 1 is the
+    default, bit for bit."""
+    x = 5.0 + 2.0 * torch.randn(6, 16)
+    nodes = torch.arange(6)
+    base = make().set_scaler(5.0, 2.0)
+    base.fit(x, nodes, steps=3, batch_size=6, progress=False)
+    with torch.no_grad():                                          # a clearly non-zero f
+        base.pattern_head.net[-1].weight.normal_(0.0, 0.5)
+        base.pattern_head.net[-1].bias.normal_(0.0, 0.5)
+    state = base.state_dict()
+    parts = {}
+    for lam in (1.0, 0.5):
+        m = make(pattern_shrink=lam).set_scaler(5.0, 2.0)
+        m.load_state_dict(state)
+        m.precond.sigma_data = base.precond.sigma_data
+        m.eval()
+        parts[lam] = m.loss(x, nodes, return_parts=True,
+                            generator=torch.Generator().manual_seed(0))
+        # the sampler is centred on lambda * f (standardised units)
+        centres = []
+        sample = m.diffusion.edm_sample
+
+        def spy(denoiser, f_img, latents, **kw):
+            centres.append(f_img.clone())
+            return sample(denoiser, f_img, latents, **kw)
+
+        m.diffusion.edm_sample = spy
+        m.generate(nodes[:2], num_samples=1, num_steps=2, seed=0)
+        f_std = (m.pattern(nodes[:2]) - 5.0) / 2.0
+        expected = m.delay(lam * f_std).unsqueeze(1)
+        assert f_std.abs().max() > 0.1
+        torch.testing.assert_close(centres[0], expected)
+    ref = make().set_scaler(5.0, 2.0)
+    ref.load_state_dict(state)
+    ref.precond.sigma_data = base.precond.sigma_data
+    ref.eval()
+    default = ref.loss(x, nodes, return_parts=True, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(default, parts[1.0]))
+    assert torch.allclose(parts[0.5][2], parts[1.0][2])               # same pattern term
+    assert not torch.allclose(parts[0.5][1], parts[1.0][1])           # other residual
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="'pattern_shrink'"):
+            make(pattern_shrink=bad)

@@ -304,9 +304,11 @@ class MetaPatternDiffusion(nn.Module):
     # ------------------------------------------------------------------ EDM
     def edm_loss(self, precond: Callable, x0: Tensor, f: Optional[Tensor] = None,
                  phi: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-                 return_parts: bool = False, **kwargs):
+                 return_parts: bool = False, aux_f: Optional[Tensor] = None, **kwargs):
         r"""EDM loss (:func:`~torch_stgen.diffusion.edm_loss`) on the residual
-        :math:`x_0 - f`, plus ``aux_weight`` times :math:`\|x_0 - f\|^2`.
+        :math:`x_0 - f`, plus ``aux_weight`` times :math:`\|x_0 - f\|^2` (or
+        :math:`\|x_0 - f_{aux}\|^2` with ``aux_f``: the pattern the auxiliary term fits when
+        the diffusion is centred on something else, e.g. KGDiff's ``pattern_shrink``).
 
         ``precond`` denoises the residual: :math:`D(y_0 + n;\sigma) \approx y_0`.
         ``kwargs`` (``P_mean``, ``P_std``, ``generator``, ``sigma``, ``noise``, conditioning)
@@ -314,7 +316,8 @@ class MetaPatternDiffusion(nn.Module):
         """
         f = self._resolve_f(x0, f, phi)
         denoise = _edm_loss(precond, x0 - f, mask=mask, **kwargs)
-        aux = _masked_mse(f.expand_as(x0), x0, mask) if self.aux_weight > 0 else \
+        target_f = f if aux_f is None else aux_f
+        aux = _masked_mse(target_f.expand_as(x0), x0, mask) if self.aux_weight > 0 else \
             denoise.new_zeros(())
         total = denoise + self.aux_weight * aux
         return (total, denoise, aux) if return_parts else total

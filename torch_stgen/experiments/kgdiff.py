@@ -132,6 +132,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--channel-mult", default=None,
                    help="U-Net levels, e.g. '1,2' (default: '1,2' for V <= 16, '1,2,2' above)")
     g.add_argument("--pattern-weight", type=float, default=1.0)
+    g.add_argument("--pattern-shrink", type=float, default=1.0,
+                   help="centre the diffusion on lambda * f(phi) (default: 1, the paper)")
     g.add_argument("--sigma-data", type=float, default=None,
                    help="EDM sigma_d of KGDiff (default: set by fit from the training "
                         "residual around each node's mean day with a meta pattern, 1 "
@@ -322,6 +324,7 @@ def build_kgdiff(data: dict, entity: torch.Tensor, args, **options):
     return KGDiff(data["kg"], entity, data["length"], data["stride"], data["window"],
                   dim=args.dim, model_channels=args.model_channels, channel_mult=mult,
                   pattern_weight=args.pattern_weight, sigma_data=args.sigma_data,
+                  pattern_shrink=args.pattern_shrink,
                   guidance_dropout=args.guidance_dropout, aggregation=args.aggregation,
                   finetune_embedding=bool(args.finetune_embedding),
                   num_moe_layers=args.moe_layers or (2 if data["name"] == "synthetic" else 1),

@@ -243,6 +243,16 @@ class KGDiff(nn.Module):
             (default: ``False``)
         pattern_weight (float, optional): weight :math:`w_f` of the pattern term.
             (default: ``1.0``)
+        pattern_shrink (float, optional): :math:`\lambda \in (0, 1]`: the diffusion is
+            centred on :math:`\lambda f(\varphi)` (standardised units, i.e. the meta
+            pattern shrunk towards the training mean) while the pattern term still fits
+            :math:`f` to the node's day. ``1`` is eqs. 16-17 as printed. Not in the paper:
+            with :math:`\lambda = 1` the U-Net learns, on training nodes where :math:`f` is
+            accurate, a residual that hardly uses :math:`\varphi`, so on unseen nodes
+            :math:`f`'s error passes into the samples; with :math:`\lambda < 1` the U-Net has
+            to produce part of the pattern from :math:`\varphi` itself. Measured on the
+            synthetic city's validation nodes (``benchmarks/results/
+            kgdiff_synthetic_ablations.md``). (default: ``1.0``)
         model_channels (int, optional): U-Net base width. (default: ``32``)
         channel_mult (sequence of int, optional): U-Net levels. (default: ``(1, 2)``)
         num_res_blocks (int, optional): residual blocks per U-Net level. (default: ``1``)
@@ -277,7 +287,8 @@ class KGDiff(nn.Module):
                  geometry_moe: bool = True, experts: Sequence[str] = ("E", "H", "S"),
                  variant: Optional[str] = None, num_moe_layers: int = 2,
                  meta_pattern: bool = True, finetune_embedding: bool = False,
-                 pattern_weight: float = 1.0, model_channels: int = 32,
+                 pattern_weight: float = 1.0, pattern_shrink: float = 1.0,
+                 model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  mid_attention: bool = False, film: bool = False,
                  guidance_dropout: float = 0.0, aggregation: str = "relation",
@@ -318,6 +329,9 @@ class KGDiff(nn.Module):
         self.experts = experts
         self.variant = variant
         self.pattern_weight = float(pattern_weight) if self.meta_pattern else 0.0
+        if not (0.0 < pattern_shrink <= 1.0):
+            raise ValueError(f"'pattern_shrink' must lie in (0, 1] (got {pattern_shrink!r})")
+        self.pattern_shrink = float(pattern_shrink)
         if not 0.0 <= guidance_dropout < 1.0:
             raise ValueError(f"'guidance_dropout' must lie in [0, 1) (got {guidance_dropout})")
         self.guidance_dropout = float(guidance_dropout)
@@ -455,10 +469,11 @@ class KGDiff(nn.Module):
             phi = F.dropout(phi, self.guidance_dropout, training=self.training)
         f = self._pattern_std(phi, B, z.device)
         img = self.delay(z).unsqueeze(1)                       # [B, 1, V, V]
-        f_img = self.delay(f).unsqueeze(1)
+        f_img = self.delay(self.pattern_shrink * f).unsqueeze(1)
+        aux_f = None if self.pattern_shrink == 1.0 else self.delay(f).unsqueeze(1)
         m_img = (self.delay(obs) * self.delay.image_mask.to(z.dtype)).unsqueeze(1)
         cond = {} if phi is None else {"cond": phi}
-        return self.diffusion.edm_loss(self.precond, img, f=f_img, mask=m_img,
+        return self.diffusion.edm_loss(self.precond, img, f=f_img, mask=m_img, aux_f=aux_f,
                                        generator=generator, return_parts=return_parts, **cond)
 
     def fit(self, x: Tensor, nodes: Tensor, mask: Optional[Tensor] = None, steps: int = 2000,
@@ -600,7 +615,8 @@ class KGDiff(nn.Module):
         n, S, V = ent.numel(), int(num_samples), self.window
         phi_all = self.entity_guidance()
         phi_nodes = None if phi_all is None else phi_all[ent]
-        f_nodes = self._pattern_std(phi_nodes, n, device)            # [n, L]
+        # the diffusion's centre: the meta pattern, shrunk by ``pattern_shrink``
+        f_nodes = self.pattern_shrink * self._pattern_std(phi_nodes, n, device)  # [n, L]
         # sample-major order: row s * n + j is sample s of node j
         flat_nodes = torch.arange(n, device=device).repeat(S)
         out = torch.empty(S * n, self.length, device=device)
@@ -637,4 +653,6 @@ class KGDiff(nn.Module):
         return (f"length={self.length}, stride={self.stride}, window={self.window}, "
                 f"dim={self.dim}, guidance={self.guidance_on}, {moe}, "
                 f"aggregation={self.aggregation!r}, meta_pattern={self.meta_pattern}, "
-                f"entities={ents}")
+                + (f"pattern_shrink={self.pattern_shrink}, " if self.pattern_shrink != 1.0
+                   else "")
+                + f"entities={ents}")
