@@ -287,13 +287,12 @@ class KGDiff(nn.Module):
                  geometry_moe: bool = True, experts: Sequence[str] = ("E", "H", "S"),
                  variant: Optional[str] = None, num_moe_layers: int = 2,
                  meta_pattern: bool = True, finetune_embedding: bool = False,
-                 pattern_weight: float = 1.0, pattern_shrink: float = 1.0,
-                 model_channels: int = 32,
+                 pattern_weight: float = 1.0, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  mid_attention: bool = False, film: bool = False,
                  guidance_dropout: float = 0.0, aggregation: str = "relation",
                  sigma_data: Optional[float] = None, num_train_timesteps: int = 200,
-                 beta_schedule: str = "cosine"):
+                 beta_schedule: str = "cosine", pattern_shrink: float = 1.0):
         super().__init__()
         for attr in ("edge_index", "edge_type", "num_entities", "num_relations"):
             if not hasattr(kg, attr):
