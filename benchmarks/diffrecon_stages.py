@@ -49,20 +49,13 @@ def main(argv=None) -> int:
     N = args.factor
     train, val, _ = chronological_split(T)
     time_ = bench.calendar(stamps, holidays) if stamps is not None else None
-    if ext is not None:
-        mu, sd = ext[train].mean(0), ext[train].std(0)
-        ext = (ext - mu) / torch.where(sd > 1e-8, sd, torch.ones_like(sd))
+    ext = bench.standardise_ext(ext, train)
     pick = (lambda x, s: None if x is None else x[s])
     spec = args.train_patterns or args.patterns
     train_pats = [SparsePattern.parse(s.strip(), seed=args.seed) for s in spec.split(",")]
     eval_pats = [s.strip() for s in args.patterns.split(",") if s.strip()] + ["none"]
     coarse = coarsen(fine, N)
-    steps_per_day = 24
-    if stamps is not None and len(stamps) > 1:
-        import numpy as np
-        dt = int(np.diff(np.asarray(stamps[:2]).astype("datetime64[m]")).astype(np.int64)[0])
-        if dt > 0 and 1440 % dt == 0:
-            steps_per_day = 1440 // dt
+    steps_per_day = bench.steps_per_day_of(stamps)
     ctx = max(args.history_c, args.history_f or steps_per_day) - 1
     windows = {"train": slice(train.stop - args.window - ctx, train.stop),
                "val": slice(val.start - ctx, val.start + args.window)}

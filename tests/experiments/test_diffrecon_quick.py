@@ -131,3 +131,19 @@ def test_stage_diagnosis_script(tmp_path, capsys):
     assert "| diffrecon-no-joint | val |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         mod.main(["--methods", "srcnn"] + TINY)
+
+
+def test_steps_per_day_and_covariate_standardisation_helpers():
+    import numpy as np
+    import torch
+    from torch_stgen.experiments.diffrecon import standardise_ext, steps_per_day_of
+    t0 = np.datetime64("2014-04-01T00:00")
+    assert steps_per_day_of(t0 + np.arange(3) * np.timedelta64(60, "m")) == 24
+    assert steps_per_day_of(t0 + np.arange(3) * np.timedelta64(5, "m")) == 288
+    assert steps_per_day_of(t0 + np.arange(3) * np.timedelta64(7, "m")) == 24   # no fit
+    assert steps_per_day_of(None) == 24 and steps_per_day_of([t0]) == 24
+    ext = torch.tensor([[1.0, 5.0], [3.0, 5.0], [10.0, 5.0]])
+    z = standardise_ext(ext, slice(0, 2))
+    torch.testing.assert_close(z[:2, 0], torch.tensor([-1.0, 1.0]) / 2 ** 0.5)
+    torch.testing.assert_close(z[:, 1], torch.zeros(3))     # constant column: unit scale
+    assert standardise_ext(None, slice(0, 2)) is None

@@ -200,6 +200,25 @@ def calendar(timestamps, holidays=None) -> torch.Tensor:
     return torch.from_numpy(np.stack([hour, weekday, hol], 1).astype(np.float32))
 
 
+def steps_per_day_of(timestamps, default: int = 24) -> int:
+    """Steps per day from the spacing of the first two ``timestamps`` (``default`` when
+    there are none or the spacing does not divide a day)."""
+    if timestamps is None or len(timestamps) < 2:
+        return default
+    dt = int((np.asarray(timestamps[1:2]).astype("datetime64[m]")
+              - np.asarray(timestamps[:1]).astype("datetime64[m]")).astype(np.int64)[0])
+    return max(1, 1440 // dt) if dt > 0 and 1440 % dt == 0 else default
+
+
+def standardise_ext(ext: Optional[torch.Tensor], train: slice) -> Optional[torch.Tensor]:
+    """Covariates standardised with the statistics of the ``train`` steps (constant
+    columns keep unit scale)."""
+    if ext is None:
+        return None
+    mu, sd = ext[train].mean(0), ext[train].std(0)
+    return (ext - mu) / torch.where(sd > 1e-8, sd, torch.ones_like(sd))
+
+
 # --------------------------------------------------------------------------- methods
 def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps_per_day):
     return dict(channels=channels, coarse_size=coarse_size, factor=args.factor,
@@ -304,17 +323,10 @@ def run(args) -> List[Dict]:
         raise ValueError(f"--factor {N} must divide the fine grid {H} x {W}")
     h, w = H // N, W // N
     time_ = calendar(timestamps, holidays) if timestamps is not None else None
-    steps_per_day = 24
-    if timestamps is not None and len(timestamps) > 1:
-        dt = int((np.asarray(timestamps[1:2]).astype("datetime64[m]")
-                  - np.asarray(timestamps[:1]).astype("datetime64[m]")).astype(np.int64)[0])
-        if dt > 0 and 1440 % dt == 0:
-            steps_per_day = max(1, 1440 // dt)
+    steps_per_day = steps_per_day_of(timestamps)
     train, val, test = chronological_split(T)
     evald = test if args.split == "test" else val
-    if ext is not None:  # standardise covariates with training statistics
-        mu, sd = ext[train.start:train.stop].mean(0), ext[train.start:train.stop].std(0)
-        ext = (ext - mu) / torch.where(sd > 1e-8, sd, torch.ones_like(sd))
+    ext = standardise_ext(ext, train)
     coarse = coarsen(fine, N)
     clip = bool(fine[train.start:train.stop].min() >= 0)
     ctx = min(evald.start, max(args.history_c, args.history_f or steps_per_day) - 1)
