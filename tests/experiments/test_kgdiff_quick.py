@@ -127,16 +127,18 @@ def test_validation_mode_never_uses_test_nodes(tmp_path):
     assert rows[0]["dataset"] == "synthetic[val]" and rows[0]["method"] == "global-mean+x"
 
 
-def test_sigma_data_and_pattern_shrink_flags_reach_the_model(tmp_path):
+def test_sigma_data_pattern_shrink_and_message_norm_flags_reach_the_model(tmp_path):
     from torch_stgen.experiments.kgdiff import build_kgdiff
     args = build_parser().parse_args(["--quick"] + tiny(tmp_path))
     data = load_data(args)
     entity = torch.zeros(data["kg"].num_entities, 8)
     auto = build_kgdiff(data, entity, args)
     assert args.sigma_data is None and auto.auto_sigma_data
-    assert auto.pattern_shrink == 1.0
+    assert auto.pattern_shrink == 0.5 and auto.message_norm       # the model's defaults
+    assert all(layer.message_norm for layer in auto.encoder.layers)
     args = build_parser().parse_args(["--quick", "--sigma-data", "0.7", "--pattern-shrink",
-                                      "0.5"] + tiny(tmp_path))
-    fixed = build_kgdiff(data, entity, args)
-    assert not fixed.auto_sigma_data and fixed.precond.sigma_data == pytest.approx(0.7)
-    assert fixed.pattern_shrink == 0.5
+                                      "1", "--message-norm", "0"] + tiny(tmp_path))
+    paper = build_kgdiff(data, entity, args)
+    assert not paper.auto_sigma_data and paper.precond.sigma_data == pytest.approx(0.7)
+    assert paper.pattern_shrink == 1.0 and not paper.message_norm
+    assert not any(layer.message_norm for layer in paper.encoder.layers)

@@ -238,8 +238,8 @@ def test_relation_aggregation_is_the_sum_of_per_relation_layers():
 
 def test_pattern_shrink_centres_the_diffusion_on_a_shrunk_pattern():
     """pattern_shrink = lambda: the diffusion is centred on lambda * f (training and
-    sampling) while the pattern term keeps fitting the unscaled f; lambda = 1 is the
-    default, bit for bit."""
+    sampling) while the pattern term keeps fitting the unscaled f; the default is
+    lambda = 0.5, bit for bit."""
     x = 5.0 + 2.0 * torch.randn(6, 16)
     nodes = torch.arange(6)
     base = make().set_scaler(5.0, 2.0)
@@ -275,9 +275,26 @@ def test_pattern_shrink_centres_the_diffusion_on_a_shrunk_pattern():
     ref.precond.sigma_data = base.precond.sigma_data
     ref.eval()
     default = ref.loss(x, nodes, return_parts=True, generator=torch.Generator().manual_seed(0))
-    assert all(torch.equal(a, b) for a, b in zip(default, parts[1.0]))
+    assert all(torch.equal(a, b) for a, b in zip(default, parts[0.5]))  # default 0.5
     assert torch.allclose(parts[0.5][2], parts[1.0][2])               # same pattern term
     assert not torch.allclose(parts[0.5][1], parts[1.0][1])           # other residual
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match="'pattern_shrink'"):
             make(pattern_shrink=bad)
+
+
+def test_message_norm_reaches_every_geometry_moe_layer():
+    """message_norm=True (the default) turns on GeometryMoEConv's per-expert message
+    normalisation in every layer (and changes the guidance); it is meaningless (off)
+    without the Geometry MoE."""
+    base = make(message_norm=False)
+    assert not base.message_norm and "message_norm" not in repr(base)
+    assert all(not layer.message_norm for layer in base.encoder.layers)
+    assert make().message_norm                                    # on by default
+    normed = make(message_norm=True)
+    assert normed.message_norm and "message_norm=True" in repr(normed)
+    assert len(normed.encoder.layers) == 2
+    assert all(layer.message_norm for layer in normed.encoder.layers)
+    normed.load_state_dict(base.state_dict())
+    assert not torch.allclose(normed.entity_guidance(), base.entity_guidance(), atol=1e-3)
+    assert not make(geometry_moe=False, message_norm=True).message_norm

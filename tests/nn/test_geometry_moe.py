@@ -252,3 +252,42 @@ def test_bad_input_messages():
         conv(x[:2], edge_index, edge_type)
     with pytest.raises(ValueError, match=r"'relation' must have shape"):
         conv(x, edge_index, edge_type, relation=torch.randn(3, 4))
+
+
+def test_message_norm_puts_every_expert_on_one_scale():
+    """message_norm: each expert's per-edge message is layer-normalised before W_m, so the
+    Euclidean message (which grows with the embedding) and the chart-bounded curved ones
+    reach W_m at the same scale; forward is still the per-node mean of what
+    edge_messages returns, then W_m and tanh."""
+    torch.manual_seed(3)
+    plain = GeometryMoEConv(16, 4, num_relations=3)
+    normed = GeometryMoEConv(16, 4, num_relations=3, message_norm=True)
+    normed.load_state_dict(plain.state_dict())
+    assert "message_norm=True" in str(normed) and "message_norm" not in str(plain)
+    edge_index, edge_type = tiny_kg(num_nodes=9, num_edges=40)
+    x = torch.randn(9, 16) * 1.5  # norm ~6: the curved experts saturate
+    x_j = x[edge_index[0]]
+    raw = plain.edge_messages(x_j, edge_type)
+    ratio = float((raw["E"].norm(dim=-1).mean() / raw["H"].norm(dim=-1).mean()).detach())
+    assert ratio > 2.5  # the imbalance the option is for
+    msgs = normed.edge_messages(x_j, edge_type)
+    for name in ("E", "H", "S"):
+        m = msgs[name].double()
+        torch.testing.assert_close(m.mean(-1), torch.zeros(40, dtype=torch.float64),
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(m.var(-1, unbiased=False),
+                                   torch.ones(40, dtype=torch.float64), atol=1e-3, rtol=0)
+        ref = (raw[name] - raw[name].mean(-1, keepdim=True)) / \
+            (raw[name].var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+        torch.testing.assert_close(msgs[name], ref, atol=1e-5, rtol=1e-5)
+    out = normed(x, edge_index, edge_type)
+    cat = torch.cat([msgs["E"], msgs["H"], msgs["S"]], dim=-1)
+    for i in range(9):
+        incoming = edge_index[1] == i
+        mean = cat[incoming].mean(0) if incoming.any() else torch.zeros(48)
+        torch.testing.assert_close(out[i], torch.tanh(normed.lin.weight @ mean),
+                                   atol=1e-5, rtol=1e-5)
+    assert rel_err(out, plain(x, edge_index, edge_type)) > 0.05
+    out.square().sum().backward()  # the curvatures still learn through the norm
+    for m in normed.manifolds.values():
+        assert m.raw_k.grad is not None and abs(float(m.raw_k.grad)) > 1e-8

@@ -132,8 +132,12 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--channel-mult", default=None,
                    help="U-Net levels, e.g. '1,2' (default: '1,2' for V <= 16, '1,2,2' above)")
     g.add_argument("--pattern-weight", type=float, default=1.0)
-    g.add_argument("--pattern-shrink", type=float, default=1.0,
-                   help="centre the diffusion on lambda * f(phi) (default: 1, the paper)")
+    g.add_argument("--pattern-shrink", type=float, default=0.5,
+                   help="centre the diffusion on lambda * f(phi); 1 = the paper "
+                        "(default: %(default)s)")
+    g.add_argument("--message-norm", type=int, choices=(0, 1), default=1,
+                   help="layer-normalise each Geometry MoE expert's message before W_m "
+                        "(1) or not (0, the paper) (default: %(default)s)")
     g.add_argument("--sigma-data", type=float, default=None,
                    help="EDM sigma_d of KGDiff (default: set by fit from the training "
                         "residual around each node's mean day with a meta pattern, 1 "
@@ -325,6 +329,7 @@ def build_kgdiff(data: dict, entity: torch.Tensor, args, **options):
                   dim=args.dim, model_channels=args.model_channels, channel_mult=mult,
                   pattern_weight=args.pattern_weight, sigma_data=args.sigma_data,
                   pattern_shrink=args.pattern_shrink,
+                  message_norm=bool(getattr(args, "message_norm", 1)),
                   guidance_dropout=args.guidance_dropout, aggregation=args.aggregation,
                   finetune_embedding=bool(args.finetune_embedding),
                   num_moe_layers=args.moe_layers or (2 if data["name"] == "synthetic" else 1),

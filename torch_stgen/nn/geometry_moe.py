@@ -119,6 +119,19 @@ class GeometryMoEConv(MessagePassing):
     tangent norm ≈ 3.1). The Euclidean expert is never clipped, so for large embeddings
     (norm above ``max_tangent_norm / sqrt|k|``) the curved experts saturate.
 
+    **Message normalisation** (``message_norm=True``, not in the paper). The Euclidean
+    message grows with the embedding, :math:`\|M_E\| \approx \|\mathbf{r} \odot
+    \mathbf{t}\|`, while the curved messages are bounded by the chart
+    (:math:`\|\log_0^k M\| \le` ``max_tangent_norm`` :math:`/\sqrt{|k|}`); with
+    embeddings of norm ≈ 4.5 (KGDiff's projected TuckER embeddings) the curved experts
+    saturate and :math:`W_m` sees the Euclidean one at three times their scale. With
+    ``message_norm`` every expert's tangent message is layer-normalised per edge
+    (no affine parameters; :math:`W_m` supplies the scale) before eq. 14:
+
+    .. math::
+        \hat M_x = \frac{M_x - \mathrm{mean}(M_x)}{\mathrm{std}(M_x)}, \qquad
+        M = W_m \big[ \hat M_E \,\|\, \hat M_H \,\|\, \hat M_S \big]
+
     The curvatures live in two geoopt stereographic manifolds (sub-modules
     ``manifolds['H']`` / ``manifolds['S']``) parametrised as
     :math:`k_1 = -\mathrm{softplus}(\rho_1)`, :math:`k_2 = +\mathrm{softplus}(\rho_2)`,
@@ -141,6 +154,8 @@ class GeometryMoEConv(MessagePassing):
         max_tangent_norm (float): tangent-norm limit in units of :math:`1/\sqrt{|k|}`,
             in (0, π/2). (default: ``1.5``)
         bias (bool): add a bias to :math:`W_m` (not in the paper). (default: ``False``)
+        message_norm (bool): layer-normalise each expert's message per edge before
+            :math:`W_m` (above; not in the paper). (default: ``False``)
         **kwargs: forwarded to :class:`torch_geometric.nn.MessagePassing`.
 
     Relation embeddings :math:`\mathbf{r}` are the layer's ``relation`` ``nn.Embedding``
@@ -161,7 +176,8 @@ class GeometryMoEConv(MessagePassing):
                  experts: Sequence[str] = _EXPERTS,
                  init_curvature: Tuple[float, float] = (-1.0, 1.0),
                  learn_curvature: bool = True, act: Union[str, Callable] = "tanh",
-                 max_tangent_norm: float = 1.5, bias: bool = False, **kwargs):
+                 max_tangent_norm: float = 1.5, bias: bool = False,
+                 message_norm: bool = False, **kwargs):
         kwargs.setdefault("aggr", "mean")
         kwargs.setdefault("node_dim", -2)
         super().__init__(**kwargs)
@@ -209,6 +225,7 @@ class GeometryMoEConv(MessagePassing):
         self.experts = experts
         self.learn_curvature = learn_curvature
         self.max_tangent_norm = float(max_tangent_norm)
+        self.message_norm = bool(message_norm)
         self.act = act
 
         self.relation = nn.Embedding(num_relations, in_channels)
@@ -293,9 +310,9 @@ class GeometryMoEConv(MessagePassing):
 
     def edge_messages(self, x_j: Tensor, edge_type: Tensor,
                       relation: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        r"""The tangent-space message of every expert for every edge, before :math:`W_m`:
-        ``{'E': M_E, 'H': log0(M_H), 'S': log0(M_S)}`` (the experts present), each
-        ``[*, E, d]``.
+        r"""The tangent-space message of every expert for every edge, as :math:`W_m` sees
+        it: ``{'E': M_E, 'H': log0(M_H), 'S': log0(M_S)}`` (the experts present, each
+        layer-normalised with ``message_norm``), each ``[*, E, d]``.
 
         Args:
             x_j (Tensor): tail embeddings per edge ``[*, E, d]``.
@@ -314,6 +331,8 @@ class GeometryMoEConv(MessagePassing):
         for name in ("H", "S"):
             if name in self.experts:
                 out[name] = self._curved_message(self.manifolds[name], x_j, r, rt, b)
+        if self.message_norm:
+            out = {name: F.layer_norm(m, m.shape[-1:]) for name, m in out.items()}
         return out
 
     def _curved_message(self, manifold: SignedStereographic, t: Tensor, r: Tensor,
@@ -336,5 +355,6 @@ class GeometryMoEConv(MessagePassing):
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
                 f"num_relations={self.num_relations}, experts={self.experts}, "
                 f"variant={self.variant!r}" + (f", {curv}" if curv else "")
-                + f", act={self._act_name})")
+                + f", act={self._act_name}"
+                + (", message_norm=True" if self.message_norm else "") + ")")
 
