@@ -135,10 +135,13 @@ def test_sigma_data_pattern_shrink_and_message_norm_flags_reach_the_model(tmp_pa
     auto = build_kgdiff(data, entity, args)
     assert args.sigma_data is None and auto.auto_sigma_data
     assert auto.pattern_shrink == 0.5 and auto.message_norm       # the model's defaults
+    assert auto.moe_input_scale
     assert all(layer.message_norm for layer in auto.encoder.layers)
     args = build_parser().parse_args(["--quick", "--sigma-data", "0.7", "--pattern-shrink",
-                                      "1", "--message-norm", "0"] + tiny(tmp_path))
+                                      "1", "--message-norm", "0", "--moe-input-scale", "0"]
+                                     + tiny(tmp_path))
     paper = build_kgdiff(data, entity, args)
     assert not paper.auto_sigma_data and paper.precond.sigma_data == pytest.approx(0.7)
     assert paper.pattern_shrink == 1.0 and not paper.message_norm
+    assert not paper.moe_input_scale
     assert not any(layer.message_norm for layer in paper.encoder.layers)

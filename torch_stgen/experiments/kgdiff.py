@@ -138,6 +138,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--message-norm", type=int, choices=(0, 1), default=1,
                    help="layer-normalise each Geometry MoE expert's message before W_m "
                         "(1) or not (0, the paper) (default: %(default)s)")
+    g.add_argument("--moe-input-scale", type=int, choices=(0, 1), default=1,
+                   help="scale each Geometry MoE layer's input to mean norm 1 at the first "
+                        "pass, then learn the scale (1) or not (0, the paper) "
+                        "(default: %(default)s)")
     g.add_argument("--sigma-data", type=float, default=None,
                    help="EDM sigma_d of KGDiff (default: set by fit from the training "
                         "residual around each node's mean day with a meta pattern, 1 "
@@ -330,6 +334,7 @@ def build_kgdiff(data: dict, entity: torch.Tensor, args, **options):
                   pattern_weight=args.pattern_weight, sigma_data=args.sigma_data,
                   pattern_shrink=args.pattern_shrink,
                   message_norm=bool(getattr(args, "message_norm", 1)),
+                  moe_input_scale=bool(getattr(args, "moe_input_scale", 1)),
                   guidance_dropout=args.guidance_dropout, aggregation=args.aggregation,
                   finetune_embedding=bool(args.finetune_embedding),
                   num_moe_layers=args.moe_layers or (2 if data["name"] == "synthetic" else 1),
