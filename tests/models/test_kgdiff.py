@@ -226,7 +226,7 @@ def test_relation_aggregation_is_the_sum_of_per_relation_layers():
     enc = m.encoder
     phi = m.entity_guidance()                 # first pass: initialises the input scale
     h0 = enc.in_proj(enc.entity)
-    x0 = h0 * enc.log_scale[0].exp()          # moe_input_scale (default): the layer input
+    x0 = h0 * enc.input_scales[0]             # moe_input_scale (default): the layer input
     want = h0.clone()
     for r in range(m.edge_type.max().item() + 1):
         sel = m.edge_type == r
@@ -302,14 +302,15 @@ def test_message_norm_reaches_every_geometry_moe_layer():
     assert not make(geometry_moe=False, message_norm=True).message_norm
 
 
-def test_moe_input_scale_starts_at_unit_mean_norm_and_trains():
-    """moe_input_scale (default): each Geometry MoE layer sees s_l h with s_l initialised
-    at the first forward pass so that the mean entity norm is 1 (ActNorm-style), kept
-    afterwards, saved in the state dict, and trained by the loss; off, the layer sees h."""
+def test_moe_input_scale_sets_unit_mean_norm_once():
+    """moe_input_scale (default): each Geometry MoE layer sees s_l h with the constant s_l
+    set at the first forward pass so that the mean entity norm is 1 (ActNorm-style
+    initialisation), then kept (not re-estimated, not trained) and saved in the state
+    dict; off, the layer sees h itself."""
     m = make()
     enc = m.encoder
     assert m.moe_input_scale and "moe_input_scale=True" in repr(m)
-    assert not bool(enc.scale_initialised) and torch.equal(enc.log_scale, torch.zeros(2))
+    assert not bool(enc.scale_initialised) and torch.equal(enc.input_scales, torch.ones(2))
     seen = []
     hooks = [layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
              for layer in enc.layers]
@@ -320,22 +321,21 @@ def test_moe_input_scale_starts_at_unit_mean_norm_and_trains():
     h0 = enc.in_proj(enc.entity).detach()
     raw = h0.norm(dim=-1).mean().item()
     assert abs(raw - 1.0) > 0.3                         # the raw scale it corrects
-    assert enc.log_scale[0].item() == pytest.approx(-math.log(raw), rel=1e-5)
-    scale = enc.log_scale.detach().clone()
-    m.entity_guidance()                                # no re-initialisation
-    assert torch.equal(enc.log_scale.detach(), scale)
+    assert enc.input_scales[0].item() == pytest.approx(1.0 / raw, rel=1e-5)
+    scale = enc.input_scales.clone()
     state = m.state_dict()
-    assert "encoder.log_scale" in state and bool(state["encoder.scale_initialised"])
+    assert "encoder.input_scales" in state and bool(state["encoder.scale_initialised"])
     fresh = make()
     fresh.load_state_dict(state)
     torch.testing.assert_close(fresh.entity_guidance(), m.entity_guidance())
+    assert "input_scales" not in dict(m.named_parameters())
     x = 5.0 + 2.0 * torch.randn(6, 16)
     m.set_scaler(5.0, 2.0).fit(x, torch.arange(6), steps=3, batch_size=6, progress=False)
-    assert not torch.equal(enc.log_scale.detach(), scale)  # a trained parameter
+    assert torch.equal(enc.input_scales, scale)        # kept through training
     for h in hooks:
         h.remove()
     off = make(moe_input_scale=False)
-    assert not off.moe_input_scale and not hasattr(off.encoder, "log_scale")
+    assert not off.moe_input_scale and not hasattr(off.encoder, "input_scales")
     seen.clear()
     off.encoder.layers[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
     off.entity_guidance()

@@ -291,3 +291,26 @@ def test_message_norm_puts_every_expert_on_one_scale():
     out.square().sum().backward()  # the curvatures still learn through the norm
     for m in normed.manifolds.values():
         assert m.raw_k.grad is not None and abs(float(m.raw_k.grad)) > 1e-8
+
+
+def test_message_norm_makes_clipped_edges_curvature_free():
+    """The documented caveat: an edge beyond the chart is rescaled to the chart radius, so
+    its curved message is |k|^(-1/2) times a curvature-free function; message_norm removes
+    that factor, and the curvature no longer changes the message. Inside the chart it
+    does."""
+    edge_index, edge_type = tiny_kg(num_nodes=9, num_edges=40)
+    g = torch.Generator().manual_seed(4)
+    big = torch.randn(40, 16, generator=g) * 3.0     # norm ~12: every edge clipped
+    small = big / big.norm(dim=-1, keepdim=True) * 0.8  # inside both charts
+    msgs = {}
+    for k1, k2 in ((-1.0, 1.0), (-0.4, 2.5)):
+        conv = GeometryMoEConv(16, num_relations=3, message_norm=True,
+                               init_curvature=(k1, k2))
+        conv.relation.weight.data.copy_(torch.ones(3, 16) * 1.1)
+        torch.nn.init.normal_(conv.translation.weight, std=0.02,
+                              generator=torch.Generator().manual_seed(5))
+        msgs[k1] = (conv.edge_messages(big, edge_type), conv.edge_messages(small, edge_type))
+    for name in ("H", "S"):
+        torch.testing.assert_close(msgs[-1.0][0][name], msgs[-0.4][0][name],
+                                   atol=2e-4, rtol=1e-4)
+        assert rel_err(msgs[-1.0][1][name], msgs[-0.4][1][name]) > 0.02

@@ -139,8 +139,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="layer-normalise each Geometry MoE expert's message before W_m "
                         "(1) or not (0, the paper) (default: %(default)s)")
     g.add_argument("--moe-input-scale", type=int, choices=(0, 1), default=1,
-                   help="scale each Geometry MoE layer's input to mean norm 1 at the first "
-                        "pass, then learn the scale (1) or not (0, the paper) "
+                   help="scale each Geometry MoE layer's input to mean entity norm 1, "
+                        "fixed at the first pass (1), or not (0, the paper) "
                         "(default: %(default)s)")
     g.add_argument("--sigma-data", type=float, default=None,
                    help="EDM sigma_d of KGDiff (default: set by fit from the training "

@@ -132,6 +132,13 @@ class GeometryMoEConv(MessagePassing):
         \hat M_x = \frac{M_x - \mathrm{mean}(M_x)}{\mathrm{std}(M_x)}, \qquad
         M = W_m \big[ \hat M_E \,\|\, \hat M_H \,\|\, \hat M_S \big]
 
+    Caveat: when an edge is clipped (its tangent vectors beyond the chart), the curved
+    message is :math:`|k|^{-1/2}\,G_{\pm 1}(\cdot)` of curvature-free arguments (the
+    stereographic model of curvature k is the unit one scaled by :math:`|k|^{-1/2}`), so
+    with ``message_norm`` the curvature has *no* effect on such edges; keep the inputs at
+    norms around :math:`1/\sqrt{|k|}` (e.g. ``KGDiff(moe_input_scale=True)``) for the
+    curvature to matter.
+
     The curvatures live in two geoopt stereographic manifolds (sub-modules
     ``manifolds['H']`` / ``manifolds['S']``) parametrised as
     :math:`k_1 = -\mathrm{softplus}(\rho_1)`, :math:`k_2 = +\mathrm{softplus}(\rho_2)`,
