@@ -341,3 +341,14 @@ def test_moe_input_scale_sets_unit_mean_norm_once():
     off.entity_guidance()
     torch.testing.assert_close(seen[0], off.encoder.in_proj(off.encoder.entity))
     assert not make(geometry_moe=False).moe_input_scale
+
+
+def test_moe_input_scale_comes_from_a_full_pass_even_when_targets_come_first():
+    """The first call of fit's loss asks for the guidance of a batch's entities only; the
+    input scales must still be those of the full pass over all edges."""
+    full, part = make(), make()
+    part.load_state_dict(full.state_dict())
+    full.entity_guidance()
+    part.entity_guidance(targets=part.node2entity[:2])
+    torch.testing.assert_close(part.encoder.input_scales, full.encoder.input_scales)
+    torch.testing.assert_close(part.entity_guidance(), full.entity_guidance())
