@@ -135,8 +135,8 @@ class _GuidanceEncoder(nn.Module):
                 self.layers.append(GeometryMoEConv(dim, dim, **kw))
         self.input_scale = bool(input_scale) and len(self.layers) > 0
         if self.input_scale:
-            self.register_buffer("input_scales", torch.ones(len(self.layers)))
-            self.register_buffer("scale_initialised", torch.zeros((), dtype=torch.bool))
+            # 0 = not set yet (a real scale is > 0); set by the first forward pass
+            self.register_buffer("input_scales", torch.zeros(len(self.layers)))
         self.norm = nn.LayerNorm(dim)
         self.reset_parameters()
 
@@ -144,18 +144,22 @@ class _GuidanceEncoder(nn.Module):
         self.in_proj.reset_parameters()
         self.norm.reset_parameters()
         if self.input_scale:
-            self.input_scales.fill_(1.0)
-            self.scale_initialised.fill_(False)
+            self.input_scales.zero_()
         for layer in self.layers:
             if hasattr(layer, "reset_parameters"):
                 layer.reset_parameters()
+
+    @property
+    def scales_set(self) -> bool:
+        """Whether the input scales have been set (by the first forward pass)."""
+        return bool(self.input_scales[0] > 0)
 
     def forward(self, edge_index: Tensor, edge_type: Tensor,
                 targets: Optional[Tensor] = None) -> Tensor:
         """Guidance of all entities; with ``targets`` (entity ids) only the rows of
         ``targets`` are exact: each layer keeps just the edges inside the receptive field
         of ``targets`` (the same values there, fewer messages)."""
-        if targets is not None and self.input_scale and not bool(self.scale_initialised):
+        if targets is not None and self.input_scale and not self.scales_set:
             self.forward(edge_index, edge_type)  # the scales come from a full pass
         h = self.in_proj(self.entity)
         masks = [None] * len(self.layers)
@@ -167,7 +171,7 @@ class _GuidanceEncoder(nn.Module):
                 masks[l] = keep
                 need = need.clone()
                 need[edge_index[0, keep]] = True
-        init = self.input_scale and not bool(self.scale_initialised)
+        init = self.input_scale and not self.scales_set
         for l, (layer, keep) in enumerate(zip(self.layers, masks)):
             ei, et = (edge_index, edge_type) if keep is None else \
                 (edge_index[:, keep], edge_type[keep])
@@ -185,8 +189,6 @@ class _GuidanceEncoder(nn.Module):
                     sel = et == r
                     out = out + layer(x, ei[:, sel], et[sel])
                 h = h + out
-        if init:
-            self.scale_initialised.fill_(True)
         return self.norm(h)
 
 
