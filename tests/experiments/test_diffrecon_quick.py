@@ -3,6 +3,7 @@ a user's own grid .npz running through the same code path."""
 import json
 
 import pytest
+import torch
 
 from torch_stgen.data import SyntheticCity, write_npz
 from torch_stgen.experiments.diffrecon import (ALL_PATTERNS, build_parser, format_table,
@@ -53,7 +54,7 @@ def test_second_pass_options_reach_the_model(tmp_path):
     import torch_stgen.experiments.diffrecon as bench
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
-        ["--patterns", "block", "--methods", "diffrecon", "--completion-mask",
+        ["--patterns", "block", "--methods", "diffrecon", "--completion-mask", "--fine-base", "shares",
          "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--joint-series", "1", "--joint-sampler", "ddpm",
          "--mass-consistent",
          "proportional", "--reduce", "median", "--out", str(out)] + TINY)
@@ -72,6 +73,8 @@ def test_second_pass_options_reach_the_model(tmp_path):
         bench._train = train
     model = models[0]
     assert model.stage_f.completion_mask and bool(model.f_saw_completions)
+    assert model.fine_base == "shares" and bool(torch.isfinite(model.fine_shares).all())
+    assert build_parser().parse_args([]).fine_base == "none"
     assert model.history_log["joint_mix"] == 0.5
     assert model.history_log["joint_mode"] == "end_to_end"
     assert model.history_log["joint_series"] == 1

@@ -425,3 +425,68 @@ def test_joint_sampler_reaches_the_completions():
     assert not torch.allclose(outs[0], outs[1])
     with pytest.raises(ValueError, match="'joint_sampler'"):
         _tiny().fit(fine, time=time, pretrain_steps=1, joint_steps=1, joint_sampler="heun")
+
+
+# ----------------------------------------------------------------------- fine_base
+def test_fine_base_shares_fits_shares_and_residual_scale():
+    fine, time = _series(T=30)
+    model = _tiny(fine_base="shares")
+    model.fit_scalers(fine)
+    s = model.fine_shares
+    assert s.shape == (2, 8, 4)
+    torch.testing.assert_close(coarsen(s, 2), torch.ones(2, 4, 2))      # blocks sum to 1
+    torch.testing.assert_close(s.double(), coarsen(fine.sum(0), 2).repeat_interleave(
+        2, -2).repeat_interleave(2, -1).reciprocal() * fine.sum(0).double(),
+        rtol=1e-5, atol=1e-6)
+    resid = fine - (coarsen(fine, 2).repeat_interleave(2, -2).repeat_interleave(2, -1) * s)
+    torch.testing.assert_close(model.resid_std, resid.transpose(0, 1).reshape(2, -1)
+                               .std(1, unbiased=False), rtol=1e-4, atol=1e-6)
+    # encode / decode are inverse; the truth encodes to its departure from the shares
+    zc = model._scale(coarsen(fine, 2), model.coarse_mean, model.coarse_std)
+    r = model._f_encode(fine, zc)
+    torch.testing.assert_close(r * model.resid_std[:, None, None], resid, rtol=1e-4,
+                               atol=1e-4)
+    torch.testing.assert_close(model._f_decode(r, zc), fine, rtol=1e-5, atol=1e-4)
+    # the default keeps the paper's data space and its state dict has no extra buffers
+    plain = _tiny()
+    assert "fine_shares" not in plain.state_dict() and plain.fine_base == "none"
+    with pytest.raises(ValueError, match="'fine_base'"):
+        _tiny(fine_base="mean")
+
+
+def test_fine_base_shares_targets_and_reconstruction():
+    """Diffusion-F is trained on the residual around s * Up(condition); a zero residual
+    reconstructs exactly the share-split completed coarse map (mass consistent)."""
+    fine, time = _series(T=30)
+    model = _tiny(fine_base="shares")
+    seen = []
+    loss_f = model.stage_f.loss
+
+    def spy(batch, target, gen):
+        seen.append((batch["coarse"].clone(), target.clone()))
+        return loss_f(batch, target, gen)
+
+    model.stage_f.loss = spy
+    model.fit(fine, time=time, patterns=["random:0.4"], pretrain_steps=2, joint_steps=0,
+              batch_size=6)
+    cond, target = seen[0]
+    centre = (model._unscale(cond, model.coarse_mean, model.coarse_std)
+              .repeat_interleave(2, -2).repeat_interleave(2, -1) * model.fine_shares)
+    truth = centre + target * model.resid_std[:, None, None]
+    # each target decodes to a real training map whose coarse sum is the condition
+    torch.testing.assert_close(coarsen(truth, 2),
+                               model._unscale(cond, model.coarse_mean, model.coarse_std),
+                               rtol=1e-4, atol=1e-3)
+    assert any(torch.allclose(truth[0], f, atol=1e-3) for f in fine)
+    model.stage_f.generate = lambda batch, x_T, *a, **kw: torch.zeros_like(x_T)
+    coarse = coarsen(fine, 2)
+    mask = torch.ones(coarse.shape[0], 1, 4, 2)
+    mask[:, :, 1, 1] = 0
+    out = model.reconstruct(coarse, mask, history=6, time=time, num_samples=2, steps=2)
+    torch.testing.assert_close(coarsen(out.fine, 2), out.coarse, rtol=1e-5, atol=1e-4)
+    observed = coarse[6:, :, 0, 0]
+    torch.testing.assert_close(out.fine[:, :, :2, :2].sum((-1, -2)), observed, rtol=1e-5,
+                               atol=1e-4)
+    torch.testing.assert_close(out.fine[:, :, :2, :2],
+                               observed[..., None, None] * model.fine_shares[:, :2, :2],
+                               rtol=1e-5, atol=1e-4)
