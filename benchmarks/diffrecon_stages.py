@@ -63,8 +63,10 @@ def main(argv=None) -> int:
     rows = []
     for method in methods:
         t0 = time.perf_counter()
+        val_data = ((fine[val], pick(time_, val), pick(ext, val)) if args.early_stopping
+                    else None)
         model = bench._train(method, args, fine[train], pick(time_, train), pick(ext, train),
-                             train_pats, args.seed, steps_per_day).model
+                             train_pats, args.seed, steps_per_day, val_data).model
         train_s = time.perf_counter() - t0
         for split, sl in windows.items():
             n = sl.stop - sl.start

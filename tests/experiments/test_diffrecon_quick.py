@@ -55,6 +55,7 @@ def test_second_pass_options_reach_the_model(tmp_path):
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
         ["--patterns", "block", "--methods", "diffrecon", "--completion-mask", "--fine-base", "shares",
+         "--early-stopping", "--val-every", "1",
          "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--joint-series", "1", "--joint-sampler", "ddpm",
          "--mass-consistent",
          "proportional", "--reduce", "median", "--out", str(out)] + TINY)
@@ -75,6 +76,9 @@ def test_second_pass_options_reach_the_model(tmp_path):
     assert model.stage_f.completion_mask and bool(model.f_saw_completions)
     assert model.fine_base == "shares" and bool(torch.isfinite(model.fine_shares).all())
     assert build_parser().parse_args([]).fine_base == "none"
+    # --early-stopping: checks after every iteration (TINY trains 4 + 2)
+    assert [c[0] for c in model.history_log["val_curve"]] == [1, 2, 3, 4, 5, 6]
+    assert not build_parser().parse_args([]).early_stopping
     assert model.history_log["joint_mix"] == 0.5
     assert model.history_log["joint_mode"] == "end_to_end"
     assert model.history_log["joint_series"] == 1

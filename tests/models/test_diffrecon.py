@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from torch_stgen.data import coarsen
+from torch_stgen.data import SparsePattern, coarsen
 from torch_stgen.models.baselines import (SRCNN, InterpolationUpsampling, UrbanFM,
                                           fit_upsampler, nearest_fill)
 from torch_stgen.models.diffrecon import (DiffRecon, DiffusionC, DiffusionF,
@@ -490,3 +490,76 @@ def test_fine_base_shares_targets_and_reconstruction():
     torch.testing.assert_close(out.fine[:, :, :2, :2],
                                observed[..., None, None] * model.fine_shares[:, :2, :2],
                                rtol=1e-5, atol=1e-4)
+
+
+# ----------------------------------------------------------------------- early stopping
+def _fit_es(model, fine, time, **kw):
+    args = dict(patterns=["random:0.4", "block"], pretrain_steps=5, joint_steps=3,
+                joint_refresh=2, batch_size=6, joint_sampling_steps=1, seed=3)
+    args.update(kw)
+    return model.fit(fine[:30], time=time[:30], **args)
+
+
+def test_early_stopping_keeps_each_stage_at_its_best_check():
+    fine, time = _series(T=48)
+    torch.manual_seed(0)
+    model = _fit_es(_tiny(), fine, time, val_fine=fine[30:], val_time=time[30:],
+                    val_every=2, val_maps=12)
+    log = model.history_log
+    its = [c[0] for c in log["val_curve"]]
+    assert its == [2, 4, 6, 8]                     # every 2 iterations and after the last
+    lc = min(c[1] for c in log["val_curve"])
+    lf = min(c[2] for c in log["val_curve"])
+    assert log["best_iter_c"] == [c[0] for c in log["val_curve"] if c[1] == lc][0]
+    assert log["best_iter_f"] == [c[0] for c in log["val_curve"] if c[2] == lf][0]
+    # the kept weights are the ones that scored the minimum (same fixed validation set)
+    pats = [SparsePattern.parse(p) for p in ("random:0.4", "block")]
+    val = model._validation_set(fine[30:], time[30:], None, pats, 12, 3)
+    got_c, got_f = model._validation_losses(val)
+    assert got_c == pytest.approx(lc, rel=1e-5) and got_f == pytest.approx(lf, rel=1e-5)
+    assert bool(model.f_saw_completions) == (log["best_iter_f"] > 5)
+
+
+def test_early_stopping_leaves_the_training_stream_unchanged():
+    """With a single check after the last iteration the result is the model trained
+    without validation, bit for bit."""
+    fine, time = _series(T=48)
+    torch.manual_seed(0)
+    a = _fit_es(_tiny(), fine, time)
+    torch.manual_seed(0)
+    b = _fit_es(_tiny(), fine, time, val_fine=fine[30:], val_time=time[30:], val_every=100)
+    assert [c[0] for c in b.history_log["val_curve"]] == [8]
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+
+
+def test_early_stopping_errors():
+    fine, time = _series(T=48)
+    with pytest.raises(ValueError, match="'val_fine' must have shape"):
+        _fit_es(_tiny(), fine, time, val_fine=fine[30:, :1], val_time=time[30:])
+    with pytest.raises(ValueError, match="val_time"):
+        _fit_es(_tiny(), fine, time, val_fine=fine[30:])
+    with pytest.raises(ValueError, match="'val_every'"):
+        _fit_es(_tiny(), fine, time, val_fine=fine[30:], val_time=time[30:], val_every=0)
+    with pytest.raises(ValueError, match="T_v=3"):
+        _fit_es(_tiny(), fine, time, val_fine=fine[30:33], val_time=time[30:33])
+
+
+def test_fit_upsampler_early_stopping():
+    fine, time = _series(T=48)
+    torch.manual_seed(0)
+    net = SRCNN(2, (4, 2), 2)
+    fit_upsampler(net, fine[:30], patterns=["random:0.4"], steps=6, batch_size=4,
+                  val_fine=fine[30:], val_every=2)
+    assert net.best_step in (2, 4, 6)
+    with pytest.raises(ValueError, match="'val_fine' must have shape"):
+        fit_upsampler(SRCNN(2, (4, 2), 2), fine[:30], steps=1, val_fine=fine[30:, :1])
+    torch.manual_seed(0)
+    plain = fit_upsampler(SRCNN(2, (4, 2), 2), fine[:30], patterns=["random:0.4"], steps=6,
+                          batch_size=4)
+    torch.manual_seed(0)
+    late = fit_upsampler(SRCNN(2, (4, 2), 2), fine[:30], patterns=["random:0.4"], steps=6,
+                         batch_size=4, val_fine=fine[30:], val_every=50)
+    assert late.best_step == 6
+    for va, vb in zip(plain.state_dict().values(), late.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0)

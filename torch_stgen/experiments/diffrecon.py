@@ -82,6 +82,12 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="patterns whose simulated masks train the learned methods (default: "
                         "the evaluated --patterns); e.g. all nine for ablations evaluated "
                         "on three")
+    p.add_argument("--early-stopping", action="store_true",
+                   help="the learned methods (SRCNN, UrbanFM, DiffRecon's two stages) keep "
+                        "their weights with the lowest loss on the validation split, checked "
+                        "every --val-every iterations")
+    p.add_argument("--val-every", type=int, default=100,
+                   help="iterations between early-stopping checks (default: %(default)s)")
     p.add_argument("--train-per-pattern", action="store_true",
                    help="train one model per evaluated pattern instead of one for all")
     g = p.add_argument_group("DiffRecon")
@@ -234,9 +240,12 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 completion_mask=args.completion_mask, fine_base=args.fine_base)
 
 
-def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day):
+def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day,
+           val_data=None):
     """Train one method on the training maps; returns a predict callable
-    ``f(coarse [T', C, h, w] incl. context, mask, time, ext, context) -> fine [T'-ctx]``."""
+    ``f(coarse [T', C, h, w] incl. context, mask, time, ext, context) -> fine [T'-ctx]``.
+    ``val_data``: ``(fine, time, ext)`` of held-out maps for early stopping, or ``None``."""
+    val_fine, val_time, val_ext = val_data if val_data is not None else (None, None, None)
     from ..models.baselines import SRCNN, InterpolationUpsampling, UrbanFM, fit_upsampler
     from ..models.diffrecon import DiffRecon
     C, (H, W), N = fine_tr.shape[1], fine_tr.shape[2:], args.factor
@@ -254,9 +263,14 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
         else:
             net = UrbanFM(C, coarse_size, N, cond_features=0 if cond is None else
                           cond.shape[1], width=64, num_blocks=8)
-        fit_upsampler(net, fine_tr, cond, patterns=patterns, steps=args.baseline_steps,
+        val_cond = None
+        if val_fine is not None and method == "urbanfm":
+            val_cond = _cond_vector(val_time, val_ext)
+        fit_upsampler(net, fine_tr, cond if method == "urbanfm" else None,
+                      patterns=patterns, steps=args.baseline_steps,
                       batch_size=args.baseline_batch_size, lr=args.lr, seed=seed,
-                      progress=args.progress)
+                      progress=args.progress, val_fine=val_fine, val_cond=val_cond,
+                      val_every=args.val_every)
 
         def predict(c, k, tm, ex, ctx):
             cv = _cond_vector(tm, ex) if method == "urbanfm" else None
@@ -275,7 +289,8 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   joint_series=args.joint_series or None, joint_sampler=args.joint_sampler,
                   joint_mix=args.joint_mix,
                   joint_mode=args.joint_mode, seed=seed,
-                  progress=args.progress)
+                  progress=args.progress, val_fine=val_fine, val_time=val_time,
+                  val_ext=val_ext, val_every=args.val_every)
 
         def predict(c, k, tm, ex, ctx):
             return model.reconstruct(c, k, history=ctx, time=tm, ext=ex,
@@ -350,12 +365,19 @@ def run(args) -> List[Dict]:
                               for s in args.train_patterns.split(",") if s.strip()])]
     else:
         groups = [(patterns, patterns)]
+    val_data = None
+    if args.early_stopping:
+        val_data = (fine[val.start:val.stop], None if time_ is None else time_[val],
+                    None if ext is None else ext[val])
+        if args.split == "val":
+            print("note: --early-stopping selects weights on the validation split, which is "
+                  "also the evaluated split here")
     rows = []
     for method in methods:
         for group, train_pats in groups:
             t0 = time.perf_counter()
             predict = _train(method, args, fine_tr, time_tr, ext_tr, train_pats, args.seed,
-                             steps_per_day)
+                             steps_per_day, val_data)
             train_s = time.perf_counter() - t0
             for p in group:
                 k = masks[p.name]

@@ -23,6 +23,7 @@ Baselines (b) and (c) are learned networks applied to the same nearest-filled co
 whose coarse inputs are masked with simulated sparse patterns and nearest-filled, exactly
 as at test time.
 """
+import copy
 import math
 import time as _time
 from typing import Optional, Sequence, Union
@@ -378,7 +379,9 @@ class UrbanFM(_LearnedUpsampler):
 def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor] = None,
                   patterns: Sequence[Union[str, SparsePattern]] = ("random:0.4",),
                   steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                  progress: bool = False) -> _LearnedUpsampler:
+                  progress: bool = False, val_fine: Optional[Tensor] = None,
+                  val_cond: Optional[Tensor] = None, val_every: int = 100,
+                  val_maps: int = 256) -> _LearnedUpsampler:
     r"""Train :class:`SRCNN` / :class:`UrbanFM` on complete training fine maps.
 
     Each step draws ``batch_size`` training maps; their coarse maps
@@ -388,14 +391,23 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
     :math:`\|(\hat X^{fg} - X^{fg}) / \sigma\|^2`. Adam, cosine decay from ``lr`` to
     ``lr / 10``.
 
+    With ``val_fine``, early stopping as in :meth:`DiffRecon.fit
+    <torch_stgen.models.DiffRecon.fit>`: every ``val_every`` steps and after the last, the
+    same loss on up to ``val_maps`` held-out maps (masks drawn once) is measured and the
+    model ends with its best weights.
+
     Args:
         model: the network (its scale is fitted here).
         fine (Tensor): ``[T, C, H, W]`` complete training maps.
         cond (Tensor, optional): ``[T, cond_features]`` external vectors (UrbanFM).
         patterns, steps, batch_size, lr, seed, progress: the schedule above.
+        val_fine (Tensor, optional): ``[T_v, C, H, W]`` held-out maps. (default: ``None``)
+        val_cond (Tensor, optional): ``[T_v, cond_features]`` (UrbanFM).
+        val_every, val_maps: as in :meth:`DiffRecon.fit`. (default: ``100``, ``256``)
 
     Returns:
-        the trained ``model`` (in eval mode; ``model.train_seconds`` set).
+        the trained ``model`` (in eval mode; ``model.train_seconds`` set, and with early
+        stopping ``model.best_step``).
     """
     N = model.factor
     H, W = model.coarse_size[0] * N, model.coarse_size[1] * N
@@ -415,19 +427,54 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
     model.fit_scale(fine)
     coarse = coarsen(fine, N)
     target = fine / model.scale[:, None, None]
+    h, w = model.coarse_size
+
+    def draw_masks(n: int, g: torch.Generator) -> Tensor:
+        kinds = torch.randint(len(pats), (n,), generator=g).tolist()
+        seeds = torch.randint(2 ** 62, (n,), generator=g).tolist()
+        return torch.stack([SparsePattern(pats[k].kind, pats[k].ratio, seed=s,
+                                          block=pats[k].block)(1, h, w)[0]
+                            for k, s in zip(kinds, seeds)])[:, None]
+
+    val = None
+    if val_fine is not None:
+        _check_maps("val_fine", val_fine, model.channels, (H, W))
+        if not bool(torch.isfinite(val_fine).all()):
+            raise ValueError("'val_fine' must be complete (NaN/inf found)")
+        if model.cond_features and (val_cond is None or tuple(val_cond.shape) != (
+                val_fine.shape[0], model.cond_features)):
+            got = None if val_cond is None else tuple(val_cond.shape)
+            raise ValueError(f"'val_cond' must have shape [T_v={val_fine.shape[0]}, "
+                             f"{model.cond_features}] (got {got})")
+        if isinstance(val_every, bool) or int(val_every) != val_every or val_every < 1:
+            raise ValueError(f"'val_every' must be a positive integer (got {val_every!r})")
+        Tv = val_fine.shape[0]
+        vi = torch.linspace(0, Tv - 1, min(int(val_maps), Tv)).round().long()
+        vm = draw_masks(len(vi), torch.Generator().manual_seed(int(seed) + 7919))
+        vf = val_fine.float()[vi]
+        val = (nearest_fill(coarsen(vf, N) * vm, vm.expand(-1, model.channels, -1, -1)),
+               val_cond[vi].float() if model.cond_features else None,
+               vf / model.scale[:, None, None])
+    best = None
+
+    def check(done: int):
+        nonlocal best
+        model.eval()
+        with torch.no_grad():
+            v = F.mse_loss(model(val[0], val[1]), val[2]).item()
+        model.train()
+        if best is None or v < best[0]:
+            best = (v, done, copy.deepcopy(model.state_dict()))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps))))
     model.train()
     t0 = _time.perf_counter()
-    h, w = model.coarse_size
-    for _ in tqdm(range(steps), disable=not progress, desc=f"{model.name} fit"):
+    for it in tqdm(range(steps), disable=not progress, desc=f"{model.name} fit"):
+        if val is not None and it and it % int(val_every) == 0:
+            check(it)
         idx = torch.randint(fine.shape[0], (batch_size,), generator=gen)
-        kinds = torch.randint(len(pats), (batch_size,), generator=gen).tolist()
-        seeds = torch.randint(2 ** 62, (batch_size,), generator=gen).tolist()
-        m = torch.stack([SparsePattern(pats[k].kind, pats[k].ratio, seed=s,
-                                       block=pats[k].block)(1, h, w)[0]
-                         for k, s in zip(kinds, seeds)])[:, None]
+        m = draw_masks(batch_size, gen)
         filled = nearest_fill(coarse[idx] * m, m.expand(-1, model.channels, -1, -1))
         c = cond[idx].float() if model.cond_features else None
         loss = F.mse_loss(model(filled, c), target[idx])
@@ -435,6 +482,10 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         loss.backward()
         opt.step()
         sched.step()
+    if val is not None:
+        check(steps)
+        model.load_state_dict(best[2])
+        model.best_step = best[1]
     model.eval()
     model.train_seconds = _time.perf_counter() - t0
     return model
