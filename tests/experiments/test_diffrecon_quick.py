@@ -78,6 +78,7 @@ def test_second_pass_options_reach_the_model(tmp_path):
     assert build_parser().parse_args([]).fine_base == "none"
     # --early-stopping: checks after every iteration (TINY trains 4 + 2)
     assert [c[0] for c in model.history_log["val_curve"]] == [1, 2, 3, 4, 5, 6]
+    assert rows[0]["best_iter_f"] == model.history_log["best_iter_f"] in range(1, 7)
     assert not build_parser().parse_args([]).early_stopping
     assert model.history_log["joint_mix"] == 0.5
     assert model.history_log["joint_mode"] == "end_to_end"
@@ -154,3 +155,11 @@ def test_steps_per_day_and_covariate_standardisation_helpers():
     torch.testing.assert_close(z[:2, 0], torch.tensor([-1.0, 1.0]) / 2 ** 0.5)
     torch.testing.assert_close(z[:, 1], torch.zeros(3))     # constant column: unit scale
     assert standardise_ext(None, slice(0, 2)) is None
+
+
+def test_early_stopping_reaches_the_baselines():
+    args = build_parser().parse_args(["--patterns", "block", "--methods", "interp,srcnn",
+                                      "--early-stopping", "--val-every", "1"] + TINY)
+    rows = run(args)
+    assert "best_step" not in rows[0]                      # interp has nothing to stop
+    assert rows[1]["best_step"] in (1, 2, 3)               # --baseline-steps 3

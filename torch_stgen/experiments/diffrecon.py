@@ -275,6 +275,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
         def predict(c, k, tm, ex, ctx):
             cv = _cond_vector(tm, ex) if method == "urbanfm" else None
             return net.predict(c[ctx:], k[ctx:], None if cv is None else cv[ctx:])
+        predict.model = net
         return predict
     if method.startswith("diffrecon"):
         kw = _diffrecon_kwargs(args, C, coarse_size, ext_features, use_time, steps_per_day)
@@ -395,6 +396,13 @@ def run(args) -> List[Dict]:
                        "seconds": round(secs, 2), "train_seconds": round(train_s, 2),
                        "split": args.split, "seed": args.seed, "clipped": clip,
                        "trained_on": [q.name for q in train_pats]}
+                net = getattr(predict, "model", None)       # early stopping: what was kept
+                log_ = getattr(net, "history_log", {})
+                if "best_iter_c" in log_:
+                    row["best_iter_c"], row["best_iter_f"] = (log_["best_iter_c"],
+                                                              log_["best_iter_f"])
+                if getattr(net, "best_step", None) is not None:
+                    row["best_step"] = net.best_step
                 rows.append(row)
                 print(f"  {method:28s} {p.name:11s} MAE {row['mae']:.3f}  RMSE "
                       f"{row['rmse']:.3f}  ({secs:.1f} s eval, {train_s:.0f} s train)",
