@@ -54,7 +54,7 @@ def test_second_pass_options_reach_the_model(tmp_path):
     import torch_stgen.experiments.diffrecon as bench
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
-        ["--patterns", "block", "--methods", "diffrecon", "--completion-mask", "--fine-base", "shares",
+        ["--patterns", "block", "--methods", "diffrecon", "--completion-mask",
          "--early-stopping", "--val-every", "1",
          "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--joint-series", "1", "--joint-sampler", "ddpm",
          "--mass-consistent",
@@ -74,8 +74,6 @@ def test_second_pass_options_reach_the_model(tmp_path):
         bench._train = train
     model = models[0]
     assert model.stage_f.completion_mask and bool(model.f_saw_completions)
-    assert model.fine_base == "shares" and bool(torch.isfinite(model.fine_shares).all())
-    assert build_parser().parse_args([]).fine_base == "none"
     # --early-stopping: checks after every iteration (TINY trains 4 + 2)
     assert [c[0] for c in model.history_log["val_curve"]] == [1, 2, 3, 4, 5, 6]
     assert rows[0]["best_iter_f"] == model.history_log["best_iter_f"] in range(1, 7)

@@ -111,10 +111,6 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--completion-mask", action="store_true",
                    help="Diffusion-F also sees which coarse cells Diffusion-C completed "
                         "(an addition to the paper; see DiffRecon's docstring)")
-    g.add_argument("--fine-base", choices=("none", "shares"), default="none",
-                   help="Diffusion-F diffuses the fine map ('none', the paper) or its residual "
-                        "around the training shares' upsampling of its coarse condition "
-                        "('shares'; see DiffRecon's docstring) (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--history-c", type=int, default=8, help="ST-PointFormer window")
@@ -237,7 +233,7 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 model_channels=args.model_channels, d_model=args.d_model,
                 prediction_type=args.prediction_type,
                 position_channels=args.position_channels,
-                completion_mask=args.completion_mask, fine_base=args.fine_base)
+                completion_mask=args.completion_mask)
 
 
 def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day,

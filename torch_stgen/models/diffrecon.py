@@ -42,14 +42,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data.grid import coarsen, mass_project, upsample
+from ..data.grid import coarsen, mass_project
 from ..data.patterns import SparsePattern
 from ..data.scalers import StandardScaler
 from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
 from ..nn import STPointFormer, TPatternNet
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
                                ExternalConditioner, ObservedMapConditioner)
-from .baselines import DistributionalUpsampler
 
 __all__ = ["STPointFormerConditioner", "TPatternConditioner", "PositionConditioner",
            "DiffusionC", "DiffusionF", "DiffRecon", "Reconstruction"]
@@ -544,22 +543,6 @@ class DiffRecon(nn.Module):
         beta_schedule (str, optional): (default: ``"linear"``)
         prediction_type (str, optional): ``"epsilon"`` (DDPM) or ``"sample"``
             (:math:`x_0`-prediction). (default: ``"epsilon"``)
-        fine_base (str, optional): what Diffusion-F diffuses. ``"none"`` (the paper): the
-            standardised fine map. ``"shares"`` (an addition to the paper): the residual
-            around the distributional upsampling of its coarse condition,
-
-            .. math::
-                r = \big(X_{fg} - s \odot \mathrm{Up}_N(X_{cg})\big) / \sigma_r,
-                \qquad \hat X_{fg} = s \odot \mathrm{Up}_N(\hat X_{cg}) + \sigma_r\,
-                \hat r,
-
-            with :math:`s` the training set's mean fine/coarse shares (each
-            :math:`N \times N` block sums to 1; baseline (a)'s upsampler) and
-            :math:`\sigma_r` the per-channel standard deviation of :math:`r` on the
-            training maps, both fitted in :meth:`fit`. The network then only learns how
-            the split departs from the average one (by hour, weekday, recent series):
-            the re-centring that :class:`~torch_stgen.nn.MetaPatternDiffusion` applies
-            with KGDiff's meta pattern (KGDiff eqs. 16-17). (default: ``"none"``)
 
     Example::
 
@@ -576,11 +559,8 @@ class DiffRecon(nn.Module):
                  completion_mask: bool = False, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  d_model: int = 32, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "linear", prediction_type: str = "epsilon",
-                 fine_base: str = "none"):
+                 beta_schedule: str = "linear", prediction_type: str = "epsilon"):
         super().__init__()
-        if fine_base not in ("none", "shares"):
-            raise ValueError(f"'fine_base' must be 'none' or 'shares' (got {fine_base!r})")
         for name, v in (("channels", channels), ("factor", factor), ("history_c", history_c),
                         ("history_f", history_f)):
             if isinstance(v, bool) or int(v) != v or v < 1:
@@ -605,11 +585,6 @@ class DiffRecon(nn.Module):
                                   completion_mask=completion_mask, **sizes)
         for name in ("coarse_mean", "coarse_std", "fine_mean", "fine_std"):
             self.register_buffer(name, torch.full((self.channels,), float("nan")))
-        self.fine_base = fine_base
-        if fine_base == "shares":  # only then, so that default state dicts are unchanged
-            self.register_buffer("fine_shares",
-                                 torch.full((self.channels,) + self.fine_size, float("nan")))
-            self.register_buffer("resid_std", torch.full((self.channels,), float("nan")))
         #: whether Diffusion-F was trained on Diffusion-C's completions (joint phase)
         self.register_buffer("f_saw_completions", torch.tensor(False))
         #: what :meth:`fit` did (phases, steps, seconds, final losses)
@@ -644,41 +619,13 @@ class DiffRecon(nn.Module):
 
     def fit_scalers(self, fine: Tensor) -> None:
         """Fit the per-channel coarse / fine standardisation on training fine maps
-        ``[T, C, NI, NJ]`` (the coarse statistics on their sum-pooled maps); with
-        ``fine_base="shares"`` also the mean shares :math:`s` and the residual scale
-        :math:`\sigma_r`."""
+        ``[T, C, NI, NJ]`` (the coarse statistics on their sum-pooled maps)."""
         s_f = StandardScaler().fit(fine, channel_dim=1)
-        coarse = coarsen(fine, self.factor)
-        s_c = StandardScaler().fit(coarse, channel_dim=1)
+        s_c = StandardScaler().fit(coarsen(fine, self.factor), channel_dim=1)
         self.fine_mean.copy_(s_f.mean.reshape(-1).float())
         self.fine_std.copy_(s_f.std.reshape(-1).float())
         self.coarse_mean.copy_(s_c.mean.reshape(-1).float())
         self.coarse_std.copy_(s_c.std.reshape(-1).float())
-        if self.fine_base == "shares":
-            shares = DistributionalUpsampler(self.factor).fit(fine).shares
-            self.fine_shares.copy_(shares.float())
-            resid = fine.double() - upsample(coarse.double(), self.factor) * shares
-            std = resid.transpose(0, 1).reshape(self.channels, -1).std(1, unbiased=False)
-            self.resid_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)).float())
-
-    def _f_encode(self, fine: Tensor, zc: Tensor) -> Tensor:
-        """Fine maps ``[..., C, NI, NJ]`` (original units) -> Diffusion-F's data space,
-        given its standardised coarse condition ``zc`` ``[..., C, I, J]``."""
-        if self.fine_base == "none":
-            return self._scale(fine, self.fine_mean, self.fine_std)
-        return (fine - self._f_centre(zc)) / self.resid_std[:, None, None]
-
-    def _f_decode(self, x: Tensor, zc: Tensor) -> Tensor:
-        """Inverse of :meth:`_f_encode`: Diffusion-F's output -> original units."""
-        if self.fine_base == "none":
-            return self._unscale(x, self.fine_mean, self.fine_std)
-        return self._f_centre(zc) + x * self.resid_std[:, None, None]
-
-    def _f_centre(self, zc: Tensor) -> Tensor:
-        """:math:`s \odot \mathrm{Up}_N(X_{cg})` (original units) for standardised coarse
-        maps ``zc`` ``[..., C, I, J]``."""
-        coarse = self._unscale(zc, self.coarse_mean, self.coarse_std)
-        return upsample(coarse, self.factor) * self.fine_shares
 
     # -------------------------------------------------------------- batches
     def _c_batch(self, zc_obs: Tensor, mask: Tensor, t_idx: Tensor, time: Optional[Tensor],
@@ -764,7 +711,7 @@ class DiffRecon(nn.Module):
         m = self._draw_masks(pats, len(idx), self.history_c, self.coarse_size, gen)
         b_f = self._f_batch(zc, idx, time, ext)
         return {"b_c": self._c_train_batch(zc, m, idx, time, ext, feats), "y_c": zc[idx],
-                "b_f": b_f, "y_f": self._f_encode(fine[idx], b_f["coarse"]),
+                "b_f": b_f, "y_f": self._scale(fine[idx], self.fine_mean, self.fine_std),
                 "seed": seed + 104729}
 
     @torch.no_grad()
@@ -978,7 +925,7 @@ class DiffRecon(nn.Module):
                                                  self.ext_features)
         gen = torch.Generator().manual_seed(int(seed))
         self.fit_scalers(fine.float())
-        fine = fine.float()
+        zf = self._scale(fine.float(), self.fine_mean, self.fine_std)
         zc = self._scale(coarsen(fine.float(), self.factor), self.coarse_mean,
                          self.coarse_std)
         targets = torch.arange(need - 1, T)
@@ -1070,8 +1017,7 @@ class DiffRecon(nn.Module):
                 self._add_calendar(b_f, t_idx, time, ext)
             else:
                 b_f = self._f_batch(zc, t_idx, time, ext)
-            loss_f = self.stage_f.loss(b_f, self._f_encode(fine[t_idx], b_f["coarse"]),
-                                       gen)
+            loss_f = self.stage_f.loss(b_f, zf[t_idx], gen)
             opt.zero_grad(set_to_none=True)
             (loss_c + loss_f).backward()
             torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
@@ -1220,9 +1166,9 @@ class DiffRecon(nn.Module):
             b = {key: torch.cat([bb[key] for bb in batches]) for key in batches[0]}
             # conditions differ per sample here: run them as S * B conditions, one sample each
             xT = xf_T[:, idx - int(history)].reshape(-1, C, *self.fine_size)
-            out = self._f_decode(self.stage_f.generate(b, xT, sampler, steps, gen),
-                                 b["coarse"])
+            out = self.stage_f.generate(b, xT, sampler, steps, gen)
             fine[:, idx - int(history)] = out.reshape(S, len(idx), C, *self.fine_size)
+        fine = self._unscale(fine, self.fine_mean, self.fine_std)
         coarse_hat = self._unscale(comp[:, int(history):], self.coarse_mean, self.coarse_std)
         if mode is not None:
             fine = mass_project(fine, coarse_hat, self.factor, mode)
@@ -1236,4 +1182,4 @@ class DiffRecon(nn.Module):
                 f"coarse_size={self.coarse_size}, factor={self.factor}, "
                 f"history_c={self.history_c}, history_f={self.history_f}, "
                 f"stpointformer={self.stage_c.use_stpointformer}, "
-                f"tpatternnet={self.stage_f.use_tpatternnet}, fine_base={self.fine_base!r})")
+                f"tpatternnet={self.stage_f.use_tpatternnet})")
