@@ -88,3 +88,25 @@ def test_bad_kind_and_sizes():
         SparsePattern("holes")
     with pytest.raises(ValueError, match="'H'"):
         SparsePattern("fixed")(2, 0, 3)
+
+
+def test_draw_mixture_uses_fresh_seeds_and_every_kind():
+    pats = [SparsePattern.parse(s, seed=7) for s in ("fixed:0.5", "random:0.25", "block")]
+    g = torch.Generator().manual_seed(0)
+    m = SparsePattern.draw_mixture(pats, 60, 3, 4, 4, g)
+    assert m.shape == (60, 3, 4, 4) and set(m.unique().tolist()) <= {0.0, 1.0}
+    missing = (1 - m).sum((-1, -2))                      # [60, 3] missing cells per step
+    fixed = [(w[0] == w).all() and missing[i, 0] == 8 for i, w in enumerate(m)]
+    assert any(fixed)                                    # fixed: one mask over the window
+    assert (missing == 4).any()                          # random 25 % of 16 cells
+    block = torch.ones(4, 4)
+    block[2:, 2:] = 0
+    assert any(bool((w == block).all()) for w in m)      # the lower-right quarter
+    # fresh seeds: the evaluation mask (the pattern's own seed 7) is not what is drawn
+    evald = pats[1](3, 4, 4)
+    assert not any(bool((w == evald).all()) for w in m)
+    # reproducible from the generator alone
+    again = SparsePattern.draw_mixture(pats, 60, 3, 4, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(m, again)
+    with pytest.raises(ValueError, match="'patterns'"):
+        SparsePattern.draw_mixture([], 1, 1, 2, 2, g)

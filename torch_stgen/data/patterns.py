@@ -106,6 +106,23 @@ class SparsePattern:
             return "block" if self.block is None else "block:" + ",".join(map(str, self.block))
         return f"{self.kind}:{self.ratio:g}"
 
+    @staticmethod
+    def draw_mixture(patterns: Sequence["SparsePattern"], n: int, T: int, H: int, W: int,
+                     generator: torch.Generator) -> Tensor:
+        """``n`` observed masks ``[n, T, H, W]`` for training on a mixture of patterns: each
+        from a uniformly drawn entry of ``patterns`` with a fresh seed from ``generator``
+        (kind and ratio kept; the patterns' own seeds, used for evaluation, are never
+        reused)."""
+        if not patterns:
+            raise ValueError("'patterns' must not be empty")
+        kinds = torch.randint(len(patterns), (n,), generator=generator).tolist()
+        seeds = torch.randint(2 ** 62, (n,), generator=generator).tolist()
+        out = torch.empty(n, T, H, W)
+        for i, (k, s) in enumerate(zip(kinds, seeds)):
+            p = patterns[k]
+            out[i] = SparsePattern(p.kind, p.ratio, seed=s, block=p.block)(T, H, W)
+        return out
+
     def num_missing(self, n: int) -> int:
         """Number of missing cells per step among ``n`` (``fixed`` / ``random``)."""
         return int(round(self.ratio * n))

@@ -429,13 +429,6 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
     target = fine / model.scale[:, None, None]
     h, w = model.coarse_size
 
-    def draw_masks(n: int, g: torch.Generator) -> Tensor:
-        kinds = torch.randint(len(pats), (n,), generator=g).tolist()
-        seeds = torch.randint(2 ** 62, (n,), generator=g).tolist()
-        return torch.stack([SparsePattern(pats[k].kind, pats[k].ratio, seed=s,
-                                          block=pats[k].block)(1, h, w)[0]
-                            for k, s in zip(kinds, seeds)])[:, None]
-
     val = None
     if val_fine is not None:
         _check_maps("val_fine", val_fine, model.channels, (H, W))
@@ -450,7 +443,8 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
             raise ValueError(f"'val_every' must be a positive integer (got {val_every!r})")
         Tv = val_fine.shape[0]
         vi = torch.linspace(0, Tv - 1, min(int(val_maps), Tv)).round().long()
-        vm = draw_masks(len(vi), torch.Generator().manual_seed(int(seed) + 7919))
+        vm = SparsePattern.draw_mixture(pats, len(vi), 1, h, w,
+                                        torch.Generator().manual_seed(int(seed) + 7919))
         vf = val_fine.float()[vi]
         val = (nearest_fill(coarsen(vf, N) * vm, vm.expand(-1, model.channels, -1, -1)),
                val_cond[vi].float() if model.cond_features else None,
@@ -474,7 +468,7 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         if val is not None and it and it % int(val_every) == 0:
             check(it)
         idx = torch.randint(fine.shape[0], (batch_size,), generator=gen)
-        m = draw_masks(batch_size, gen)
+        m = SparsePattern.draw_mixture(pats, batch_size, 1, h, w, gen)
         filled = nearest_fill(coarse[idx] * m, m.expand(-1, model.channels, -1, -1))
         c = cond[idx].float() if model.cond_features else None
         loss = F.mse_loss(model(filled, c), target[idx])

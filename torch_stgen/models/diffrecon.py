@@ -708,7 +708,8 @@ class DiffRecon(nn.Module):
         fine = fine.float()
         zc = self._scale(coarsen(fine, self.factor), self.coarse_mean, self.coarse_std)
         idx = torch.linspace(need - 1, Tv - 1, min(int(maps), Tv - need + 1)).round().long()
-        m = self._draw_masks(pats, len(idx), self.history_c, self.coarse_size, gen)
+        m = SparsePattern.draw_mixture(pats, len(idx), self.history_c, *self.coarse_size,
+                                       gen)
         b_f = self._f_batch(zc, idx, time, ext)
         return {"b_c": self._c_train_batch(zc, m, idx, time, ext, feats), "y_c": zc[idx],
                 "b_f": b_f, "y_f": self._scale(fine[idx], self.fine_mean, self.fine_std),
@@ -727,18 +728,6 @@ class DiffRecon(nn.Module):
         self.train(was)
         return lc / draws, lf / draws
 
-    @staticmethod
-    def _draw_masks(patterns: List[SparsePattern], n: int, T: int, size: Tuple[int, int],
-                    gen: torch.Generator) -> Tensor:
-        """``n`` mask windows ``[n, T, I, J]``, each from a uniformly drawn pattern with a
-        fresh seed (never the evaluation seed stream)."""
-        kinds = torch.randint(len(patterns), (n,), generator=gen).tolist()
-        seeds = torch.randint(2 ** 62, (n,), generator=gen).tolist()
-        out = torch.empty(n, T, *size)
-        for i, (k, s) in enumerate(zip(kinds, seeds)):
-            p = patterns[k]
-            out[i] = SparsePattern(p.kind, p.ratio, seed=s, block=p.block)(T, *size)
-        return out
 
     @torch.no_grad()
     def _complete_series(self, zc: Tensor, patterns: List[SparsePattern], time, ext,
@@ -981,7 +970,8 @@ class DiffRecon(nn.Module):
                 self.train()
             t_idx = targets[torch.randint(len(targets), (batch_size,), generator=gen)]
             # Diffusion-C on simulated masks
-            m = self._draw_masks(pats, batch_size, self.history_c, self.coarse_size, gen)
+            m = SparsePattern.draw_mixture(pats, batch_size, self.history_c,
+                                           *self.coarse_size, gen)
             b_c = self._c_train_batch(zc, m, t_idx, time, ext, step_feats)
             m = m[:, :, None].expand(-1, -1, self.channels, -1, -1)
             loss_c = self.stage_c.loss(b_c, zc[t_idx], gen)
