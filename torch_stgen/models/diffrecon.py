@@ -920,10 +920,10 @@ class DiffRecon(nn.Module):
         targets = torch.arange(need - 1, T)
         val_check = None
         if val_fine is not None:
-            val_check = self._validation_set(val_fine, val_time, val_ext, pats, val_maps,
-                                             int(seed))
             if isinstance(val_every, bool) or int(val_every) != val_every or val_every < 1:
                 raise ValueError(f"'val_every' must be a positive integer (got {val_every!r})")
+            val_check = self._validation_set(val_fine, val_time, val_ext, pats, val_maps,
+                                             int(seed))
         n_pre = pretrain_steps + (0 if joint else joint_steps) if pretrain else 0
         n_joint = (joint_steps + (0 if pretrain else pretrain_steps)) if joint else 0
         total = max(1, n_pre + n_joint)
