@@ -49,13 +49,13 @@ def test_user_npz_grid_runs_through_the_same_script(tmp_path):
 
 
 def test_second_pass_options_reach_the_model(tmp_path):
-    """--completion-mask / --joint-mix / --joint-mode / --joint-series reach DiffRecon, --mass-consistent
+    """--completion-mask / --inter-init / --joint-mix / --joint-mode / --joint-series reach DiffRecon, --mass-consistent
     proportional the reconstruction (the JSON records them)."""
     import torch_stgen.experiments.diffrecon as bench
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
         ["--patterns", "block", "--methods", "diffrecon", "--completion-mask",
-         "--early-stopping", "--val-every", "1",
+         "--inter-init", "identity", "--early-stopping", "--val-every", "1",
          "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--joint-series", "1", "--joint-sampler", "ddpm",
          "--mass-consistent",
          "proportional", "--reduce", "median", "--out", str(out)] + TINY)
@@ -74,6 +74,9 @@ def test_second_pass_options_reach_the_model(tmp_path):
         bench._train = train
     model = models[0]
     assert model.stage_f.completion_mask and bool(model.f_saw_completions)
+    assert [s.denoiser.unet.inter_init for s in (model.stage_c, model.stage_f)] == \
+        ["identity", "identity"]
+    assert build_parser().parse_args([]).inter_init == "default"
     # --early-stopping: checks after every iteration (TINY trains 4 + 2)
     assert [c[0] for c in model.history_log["val_curve"]] == [1, 2, 3, 4, 5, 6]
     assert rows[0]["best_iter_f"] == model.history_log["best_iter_f"] in range(1, 7)

@@ -87,6 +87,18 @@ def test_stage_denoisers_are_composed_from_public_conditioners():
     f0 = DiffusionF(2, (4, 2), 2, use_tpatternnet=False, model_channels=8)
     assert f0.denoiser.unet.inter_channels == 0
     assert "stpointformer=True" in repr(c) and "tpatternnet=False" in repr(f0)
+    # inter_init reaches both stages' U-Nets: each starts as its inter-encoder ablation
+    model = DiffRecon(2, (4, 2), 2, history_c=3, history_f=6, model_channels=8, d_model=8,
+                      inter_init="identity")
+    for stage in (model.stage_c, model.stage_f):
+        unet = stage.denoiser.unet
+        w = unet.inter_proj.weight[:, :, 0, 0]
+        ch = unet.inter_proj.out_channels
+        assert w.shape == (ch, ch + unet.inter_channels)
+        torch.testing.assert_close(w[:, :ch], torch.eye(ch))
+        assert bool((w[:, ch:] == 0).all())
+    assert DiffRecon(2, (4, 2), 2, model_channels=8,
+                     d_model=8).stage_c.denoiser.unet.inter_init == "default"
 
 
 # ----------------------------------------------------------------------- DiffRecon

@@ -140,6 +140,36 @@ def test_inter_features_change_output_and_resize_rules():
     torch.testing.assert_close(resized(x, t, inter=coarse), unet(x, t, inter=up))
 
 
+def test_identity_inter_init_starts_as_the_unet_without_inter_features():
+    torch.manual_seed(0)
+    unet = randomise_output(small_unet(cond_dim=3, inter_channels=4, inter_init="identity"))
+    plain = small_unet(cond_dim=3)
+    state = {k: v for k, v in unet.state_dict().items() if not k.startswith("inter_proj")}
+    plain.load_state_dict(state)
+    ch = unet.inter_proj.out_channels
+    w = unet.inter_proj.weight[:, :, 0, 0]
+    torch.testing.assert_close(w[:, :ch], torch.eye(ch))
+    assert bool((w[:, ch:] == 0).all()) and bool((unet.inter_proj.bias == 0).all())
+    x, t, c = torch.randn(2, 2, 16, 8), torch.tensor([3, 700]), torch.randn(2, 3)
+    inter = torch.randn(2, 4, 8, 4, requires_grad=True)
+    out = unet(x, t, cond=c, inter=inter)
+    # W_p = [I | 0]: exactly the U-Net without the inter branch, whatever the features
+    torch.testing.assert_close(out, plain(x, t, cond=c))
+    torch.testing.assert_close(unet(x, t, cond=c, inter=5 * torch.randn(2, 4, 8, 4)), out)
+    out.square().mean().backward()
+    # the zero connection learns from the first step; the encoder behind it waits for it
+    assert unet.inter_proj.weight.grad[:, ch:].abs().sum() > 0
+    assert bool((inter.grad == 0).all())
+    with torch.no_grad():
+        unet.inter_proj.weight -= 0.1 * unet.inter_proj.weight.grad
+    assert (unet(x, t, cond=c, inter=inter.detach()) - out).abs().max() > 1e-5
+    # the default initialisation mixes the intra features too
+    default = small_unet(cond_dim=3, inter_channels=4)
+    assert (default.inter_proj.weight[:, :ch, 0, 0] - torch.eye(ch)).abs().max() > 0.1
+    with pytest.raises(ValueError, match="'inter_init' must be one of"):
+        small_unet(inter_channels=4, inter_init="zeros")
+
+
 def test_timestep_forms_and_float_noise_labels():
     unet = randomise_output(small_unet())
     x = torch.randn(3, 2, 8, 4)

@@ -123,6 +123,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="what the denoisers predict (default: %(default)s, x0)")
     g.add_argument("--position-channels", type=int, default=0,
                    help="learnable positional map channels of the U-Nets (default: 0)")
+    g.add_argument("--inter-init", choices=("default", "identity"), default="default",
+                   help="bottleneck fusion W_p of both U-Nets: PyTorch's init or [I | 0] "
+                        "(each stage starts as its ablation without the inter-encoder) "
+                        "(default: %(default)s)")
     g.add_argument("--samples", type=int, default=None,
                    help="samples per map (default: 4; quick 2)")
     g.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
@@ -233,7 +237,8 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 model_channels=args.model_channels, d_model=args.d_model,
                 prediction_type=args.prediction_type,
                 position_channels=args.position_channels,
-                completion_mask=args.completion_mask)
+                completion_mask=args.completion_mask,
+                inter_init=args.inter_init)
 
 
 def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day,

@@ -322,6 +322,9 @@ class DiffusionC(_Stage):
         d_model, num_layers, num_heads: ST-PointFormer sizes. (default: ``32``, ``2``, ``4``)
         num_train_timesteps, beta_schedule, prediction_type: the DDPM.
             (default: ``1000``, ``"linear"``, ``"epsilon"``)
+        inter_init (str, optional): initialisation of the bottleneck fusion
+            (:class:`~torch_stgen.nn.UNet2D`): ``"identity"`` starts as the U-Net without
+            the inter-encoder. (default: ``"default"``)
 
     Batch keys: ``obs``, ``mask`` ``[B, C, I, J]``; ``time`` ``[B, 3]``; ``ext``
     ``[B, F_ext]``; ``hist``, ``hist_mask`` ``[B, H_C, C, I, J]``; ``hist_ext``
@@ -336,7 +339,8 @@ class DiffusionC(_Stage):
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
                  num_layers: int = 2, num_heads: int = 4, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "linear", prediction_type: str = "epsilon"):
+                 beta_schedule: str = "linear", prediction_type: str = "epsilon",
+                 inter_init: str = "default"):
         grid = (int(grid[0]), int(grid[1]))
         conds: List[Conditioner] = [ObservedMapConditioner(channels, key="obs",
                                                            mask_key="mask")]
@@ -358,7 +362,7 @@ class DiffusionC(_Stage):
                          prediction_type, dict(model_channels=model_channels,
                                                channel_mult=tuple(channel_mult),
                                                num_res_blocks=num_res_blocks,
-                                               mid_attention=False))
+                                               mid_attention=False, inter_init=inter_init))
         self.channels, self.grid, self.history = int(channels), grid, int(history)
         self.use_time, self.ext_features = bool(use_time), int(ext_features)
         self.use_stpointformer = bool(use_stpointformer)
@@ -396,6 +400,7 @@ class DiffusionF(_Stage):
         model_channels, channel_mult, num_res_blocks, cond_dim, inter_channels: U-Net sizes.
         d_model, num_layers, top_k: T-PatternNet sizes. (default: ``32``, ``2``, ``3``)
         num_train_timesteps, beta_schedule, prediction_type: the DDPM.
+        inter_init (str, optional): as in :class:`DiffusionC`. (default: ``"default"``)
 
     Batch keys: ``coarse`` ``[B, C, I, J]`` (completed, standardised), ``time``, ``ext``,
     ``series`` ``[B, H_F, C, I, J]``, ``observed`` ``[B, C, I, J]``.
@@ -408,7 +413,8 @@ class DiffusionF(_Stage):
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
                  num_layers: int = 2, top_k: int = 3, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "linear", prediction_type: str = "epsilon"):
+                 beta_schedule: str = "linear", prediction_type: str = "epsilon",
+                 inter_init: str = "default"):
         grid = (int(grid[0]), int(grid[1]))
         factor = int(factor)
         conds: List[Conditioner] = [ObservedMapConditioner(channels, key="coarse",
@@ -436,7 +442,7 @@ class DiffusionF(_Stage):
                          prediction_type, dict(model_channels=model_channels,
                                                channel_mult=tuple(channel_mult),
                                                num_res_blocks=num_res_blocks,
-                                               mid_attention=False))
+                                               mid_attention=False, inter_init=inter_init))
         self.channels, self.grid, self.factor = int(channels), grid, factor
         self.history = int(history)
         self.use_time, self.ext_features = bool(use_time), int(ext_features)
@@ -543,6 +549,12 @@ class DiffRecon(nn.Module):
         beta_schedule (str, optional): (default: ``"linear"``)
         prediction_type (str, optional): ``"epsilon"`` (DDPM) or ``"sample"``
             (:math:`x_0`-prediction). (default: ``"epsilon"``)
+        inter_init (str, optional): initialisation of both U-Nets' bottleneck fusion
+            :math:`W_p` (eqs. 11-13, :class:`~torch_stgen.nn.UNet2D`). ``"default"``, or
+            ``"identity"``: :math:`W_p = [I \mid 0]`, so each stage starts as its
+            ablation without the inter-encoder and the ST-PointFormer / T-PatternNet
+            features enter through zero-initialised weights (ControlNet's zero
+            connection; not in the paper). (default: ``"default"``)
 
     Example::
 
@@ -559,7 +571,8 @@ class DiffRecon(nn.Module):
                  completion_mask: bool = False, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  d_model: int = 32, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "linear", prediction_type: str = "epsilon"):
+                 beta_schedule: str = "linear", prediction_type: str = "epsilon",
+                 inter_init: str = "default"):
         super().__init__()
         for name, v in (("channels", channels), ("factor", factor), ("history_c", history_c),
                         ("history_f", history_f)):
@@ -577,7 +590,8 @@ class DiffRecon(nn.Module):
                      num_res_blocks=num_res_blocks, d_model=d_model,
                      num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                      prediction_type=prediction_type, use_time=use_time,
-                     ext_features=ext_features, position_channels=position_channels)
+                     ext_features=ext_features, position_channels=position_channels,
+                     inter_init=inter_init)
         self.stage_c = DiffusionC(channels, self.coarse_size, history_c,
                                   use_stpointformer=use_stpointformer, **sizes)
         self.stage_f = DiffusionF(channels, self.coarse_size, factor, history_f,

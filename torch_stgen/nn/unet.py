@@ -127,6 +127,7 @@ class _Stage(nn.ModuleList):
 
 
 _INTER_RESIZE = ("error", "nearest", "bilinear", "area")
+_INTER_INIT = ("default", "identity")
 
 
 class UNet2D(nn.Module):
@@ -195,6 +196,14 @@ class UNet2D(nn.Module):
         inter_resize (str, optional): rule for inter features whose spatial size differs
             from :meth:`bottleneck_size`: ``"error"``, ``"nearest"``, ``"bilinear"`` or
             ``"area"``. (default: ``"error"``)
+        inter_init (str, optional): initialisation of the fusion projection :math:`W_p`.
+            ``"default"``: PyTorch's for a :math:`1 \times 1` convolution.
+            ``"identity"``: :math:`W_p = [\,I \;|\; 0\,]`, zero bias, so a fresh network
+            computes exactly what the same U-Net *without* inter features computes, and
+            the inter branch enters through weights that start at zero and learn from the
+            first step (the zero-initialised connection of ControlNet, Zhang et al. 2023;
+            not in DiffRecon). The function class of eqs. 11-13 is unchanged.
+            (default: ``"default"``)
 
     Shapes:
         - **input:** ``x`` ``[B, in_channels, H, W]``, ``t`` ``[B]`` (or a scalar; step
@@ -209,7 +218,7 @@ class UNet2D(nn.Module):
                  cond_dim: int = 0, film: bool = True, inter_channels: int = 0,
                  time_embed_dim: Optional[int] = None, num_heads: int = 4,
                  mid_attention: bool = True, time_scale: float = 1.0,
-                 inter_resize: str = "error"):
+                 inter_resize: str = "error", inter_init: str = "default"):
         super().__init__()
         for name, v, lo in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
                             ("model_channels", model_channels, 1),
@@ -223,6 +232,8 @@ class UNet2D(nn.Module):
                              f"integers (got {channel_mult})")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"'dropout' must lie in [0, 1) (got {dropout})")
+        if inter_init not in _INTER_INIT:
+            raise ValueError(f"'inter_init' must be one of {_INTER_INIT} (got {inter_init!r})")
         if inter_resize not in _INTER_RESIZE:
             raise ValueError(f"'inter_resize' must be one of {_INTER_RESIZE} "
                              f"(got {inter_resize!r})")
@@ -240,6 +251,7 @@ class UNet2D(nn.Module):
         self.mid_attention = bool(mid_attention)
         self.time_scale = float(time_scale)
         self.inter_resize = inter_resize
+        self.inter_init = inter_init
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
 
         mc, E = self.model_channels, self.time_embed_dim
@@ -294,6 +306,12 @@ class UNet2D(nn.Module):
                 m.reset_parameters()
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+        if self.inter_proj is not None and self.inter_init == "identity":
+            ch = self.inter_proj.out_channels  # W_p = [I | 0]: h = h_intra at start
+            with torch.no_grad():
+                self.inter_proj.weight.zero_()
+                self.inter_proj.weight[:, :ch, 0, 0].copy_(torch.eye(ch))
+                self.inter_proj.bias.zero_()
 
     def res_blocks(self):
         """All residual blocks (each receives the step + condition embedding)."""
