@@ -49,13 +49,13 @@ def test_user_npz_grid_runs_through_the_same_script(tmp_path):
 
 
 def test_second_pass_options_reach_the_model(tmp_path):
-    """--completion-mask / --inter-init / --joint-mix / --joint-mode / --joint-series reach DiffRecon, --mass-consistent
+    """--completion-mask / --inter-init / --val-condition / --joint-mix / --joint-mode / --joint-series reach DiffRecon, --mass-consistent
     proportional the reconstruction (the JSON records them)."""
     import torch_stgen.experiments.diffrecon as bench
     out = tmp_path / "opts.json"
     args = build_parser().parse_args(
         ["--patterns", "block", "--methods", "diffrecon", "--completion-mask",
-         "--inter-init", "identity", "--early-stopping", "--val-every", "1",
+         "--inter-init", "identity", "--early-stopping", "--val-condition", "completed", "--val-every", "1",
          "--joint-mix", "0.5", "--joint-mode", "end_to_end", "--joint-series", "1", "--joint-sampler", "ddpm",
          "--mass-consistent",
          "proportional", "--reduce", "median", "--out", str(out)] + TINY)
@@ -81,6 +81,8 @@ def test_second_pass_options_reach_the_model(tmp_path):
     assert [c[0] for c in model.history_log["val_curve"]] == [1, 2, 3, 4, 5, 6]
     assert rows[0]["best_iter_f"] == model.history_log["best_iter_f"] in range(1, 7)
     assert not build_parser().parse_args([]).early_stopping
+    assert model.history_log["val_condition"] == "completed"
+    assert build_parser().parse_args([]).val_condition == "truth"
     assert model.history_log["joint_mix"] == 0.5
     assert model.history_log["joint_mode"] == "end_to_end"
     assert model.history_log["joint_series"] == 1

@@ -480,6 +480,43 @@ def test_early_stopping_leaves_the_training_stream_unchanged():
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
 
 
+def test_completion_conditioned_early_stopping():
+    """val_condition='completed': Diffusion-C's criterion is unchanged; Diffusion-F's is
+    its loss on the current Diffusion-C's completions of the held-out series."""
+    fine, time = _series(T=48)
+    runs = {}
+    for cond in ("truth", "completed"):
+        torch.manual_seed(0)
+        runs[cond] = _fit_es(_tiny(), fine, time, val_fine=fine[30:], val_time=time[30:],
+                             val_every=2, val_maps=12, val_condition=cond).history_log
+    assert runs["completed"]["val_condition"] == "completed"
+    assert [c[:2] for c in runs["completed"]["val_curve"]] == \
+        [c[:2] for c in runs["truth"]["val_curve"]]
+    assert [c[2] for c in runs["completed"]["val_curve"]] != \
+        [c[2] for c in runs["truth"]["val_curve"]]
+    # the conditioning Diffusion-F is scored on: completions that keep the observed cells
+    torch.manual_seed(0)
+    model = _tiny()
+    model.fit_scalers(fine[:30])
+    pats = [SparsePattern.parse(p) for p in ("random:0.4", "block")]
+    val = model._validation_set(fine[30:], time[30:], None, pats, 12, 3, "completed", 2)
+    seen = []
+    loss = model.stage_f.loss
+    model.stage_f.loss = lambda b, y, g: seen.append((b, y)) or loss(b, y, g)
+    model._validation_losses(val, steps=2)
+    (b, y), truth = seen[0], val["b_f"]
+    assert val["masks"].shape == (2, 18, 2, 4, 2) and b["coarse"].shape == (12, 2, 4, 2)
+    order = torch.cat([torch.arange(0, 12, 2), torch.arange(1, 12, 2)])
+    torch.testing.assert_close(y, val["y_f"][order])            # targets follow the rows
+    obs = torch.cat([val["masks"][0][val["idx"][0::2]], val["masks"][1][val["idx"][1::2]]])
+    torch.testing.assert_close(b["coarse"][obs.bool()], truth["coarse"][order][obs.bool()])
+    assert (b["coarse"] - truth["coarse"][order])[~obs.bool()].abs().max() > 1e-3
+    assert b["series"].shape == truth["series"].shape
+    torch.testing.assert_close(b["time"], truth["time"][order])
+    with pytest.raises(ValueError, match="'val_condition' must be 'truth' or 'completed'"):
+        _fit_es(_tiny(), fine, time, val_condition="completion")
+
+
 def test_early_stopping_errors():
     fine, time = _series(T=48)
     with pytest.raises(ValueError, match="'val_fine' must have shape"):

@@ -86,6 +86,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="the learned methods (SRCNN, UrbanFM, DiffRecon's two stages) keep "
                         "their weights with the lowest loss on the validation split, checked "
                         "every --val-every iterations")
+    p.add_argument("--val-condition", choices=("truth", "completed"), default="truth",
+                   help="DiffRecon's early stopping: Diffusion-F's validation loss "
+                        "conditioned on the true coarse maps or on Diffusion-C's "
+                        "completions of them (default: %(default)s)")
     p.add_argument("--val-every", type=int, default=100,
                    help="iterations between early-stopping checks (default: %(default)s)")
     p.add_argument("--train-per-pattern", action="store_true",
@@ -292,7 +296,8 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   joint_mix=args.joint_mix,
                   joint_mode=args.joint_mode, seed=seed,
                   progress=args.progress, val_fine=val_fine, val_time=val_time,
-                  val_ext=val_ext, val_every=args.val_every)
+                  val_ext=val_ext, val_every=args.val_every,
+                  val_condition=args.val_condition)
 
         def predict(c, k, tm, ex, ctx):
             return model.reconstruct(c, k, history=ctx, time=tm, ext=ex,

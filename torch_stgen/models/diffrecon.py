@@ -695,9 +695,12 @@ class DiffRecon(nn.Module):
         return b_c
 
     def _validation_set(self, fine: Tensor, time, ext, pats: List[SparsePattern],
-                        maps: int, seed: int) -> Dict[str, object]:
+                        maps: int, seed: int, condition: str = "truth",
+                        series: int = 3) -> Dict[str, object]:
         """Fixed early-stopping conditions and targets from held-out fine maps (drawn
-        with their own generator: the training stream is untouched)."""
+        with their own generator: the training stream is untouched). With
+        ``condition="completed"`` also the held-out coarse series, ``series`` mask series
+        drawn from ``pats`` and the starting noise of their completions (all fixed)."""
         if not isinstance(fine, Tensor) or fine.dim() != 4 or \
                 tuple(fine.shape[1:]) != (self.channels,) + self.fine_size:
             got = tuple(fine.shape) if isinstance(fine, Tensor) else type(fine).__name__
@@ -725,20 +728,45 @@ class DiffRecon(nn.Module):
         m = SparsePattern.draw_mixture(pats, len(idx), self.history_c, *self.coarse_size,
                                        gen)
         b_f = self._f_batch(zc, idx, time, ext)
-        return {"b_c": self._c_train_batch(zc, m, idx, time, ext, feats), "y_c": zc[idx],
-                "b_f": b_f, "y_f": self._scale(fine[idx], self.fine_mean, self.fine_std),
-                "seed": seed + 104729}
+        val = {"b_c": self._c_train_batch(zc, m, idx, time, ext, feats), "y_c": zc[idx],
+               "b_f": b_f, "y_f": self._scale(fine[idx], self.fine_mean, self.fine_std),
+               "seed": seed + 104729}
+        if condition == "completed":
+            pick = torch.randperm(len(pats), generator=gen)[:series].tolist()
+            masks = torch.stack([
+                SparsePattern(pats[k].kind, pats[k].ratio, block=pats[k].block,
+                              seed=int(torch.randint(2 ** 62, (1,), generator=gen)))(
+                    Tv, *self.coarse_size)[:, None].expand(-1, self.channels, -1, -1)
+                for k in pick]).float()                              # [P, T_v, C, I, J]
+            val.update(zc=zc, idx=idx, time=time, ext=ext, feats=feats, masks=masks,
+                       noise=torch.randn(masks.shape, generator=gen))
+        return val
 
     @torch.no_grad()
-    def _validation_losses(self, val: Dict[str, object], draws: int = 2) -> Tuple[float,
-                                                                                 float]:
+    def _validation_losses(self, val: Dict[str, object], draws: int = 2,
+                           steps: int = 10, sampler: str = "ddim") -> Tuple[float, float]:
         """Both stages' denoising losses on the fixed validation set (same timesteps and
-        noise at every call)."""
+        noise at every call). With completion material in ``val``, Diffusion-F's loss is
+        conditioned on the current Diffusion-C's completions of the held-out series
+        (``sampler``, ``steps``; target ``i`` under mask series ``i mod P``)."""
         was = self.training
         self.eval()
         gen = torch.Generator().manual_seed(int(val["seed"]))
         lc = sum(self.stage_c.loss(val["b_c"], val["y_c"], gen).item() for _ in range(draws))
-        lf = sum(self.stage_f.loss(val["b_f"], val["y_f"], gen).item() for _ in range(draws))
+        b_f, y_f = val["b_f"], val["y_f"]
+        if "masks" in val:
+            idx, P = val["idx"], val["masks"].shape[0]
+            groups, order = [], []
+            for k in range(P):
+                m = val["masks"][k]
+                comp = self._complete(val["zc"], m, val["noise"][k], val["time"], val["ext"],
+                                      val["feats"], gen, steps, 512, sampler)
+                sel = torch.arange(k, len(idx), P)
+                groups.append(self._f_batch(comp, idx[sel], val["time"], val["ext"], m))
+                order.append(sel)
+            b_f = {key: torch.cat([g[key] for g in groups]) for key in groups[0]}
+            y_f = y_f[torch.cat(order)]
+        lf = sum(self.stage_f.loss(b_f, y_f, gen).item() for _ in range(draws))
         self.train(was)
         return lc / draws, lf / draws
 
@@ -757,16 +785,27 @@ class DiffRecon(nn.Module):
                                                                       generator=gen)),
                               block=p.block)(T, *self.coarse_size)
             m = m[:, None].expand(-1, self.channels, -1, -1).contiguous()
-            obs = zc * m
-            comp = torch.empty_like(zc)
             x_T = torch.randn(zc.shape, generator=gen)
-            for s in range(0, T, batch_size):
-                idx = torch.arange(s, min(T, s + batch_size))
-                b = self._c_batch(obs, m, idx, time, ext, step_feats)
-                comp[idx] = self.stage_c.generate(b, x_T[idx], sampler, steps, gen)
-            outs.append(torch.where(m.bool(), zc, comp))
+            outs.append(self._complete(zc, m, x_T, time, ext, step_feats, gen, steps,
+                                       batch_size, sampler))
             masks.append(m)
         return torch.stack(outs), torch.stack(masks)
+
+    @torch.no_grad()
+    def _complete(self, zc: Tensor, m: Tensor, x_T: Tensor, time, ext, step_feats,
+                  gen: torch.Generator, steps: int, batch_size: int,
+                  sampler: str = "ddim") -> Tensor:
+        """Diffusion-C's completion ``[T, C, I, J]`` of the standardised series ``zc``
+        under the mask series ``m`` from the starting noise ``x_T`` (observed cells keep
+        ``zc``)."""
+        T = zc.shape[0]
+        obs = zc * m
+        comp = torch.empty_like(zc)
+        for s in range(0, T, batch_size):
+            idx = torch.arange(s, min(T, s + batch_size))
+            b = self._c_batch(obs, m, idx, time, ext, step_feats)
+            comp[idx] = self.stage_c.generate(b, x_T[idx], sampler, steps, gen)
+        return torch.where(m.bool(), zc, comp)
 
     def fit(self, fine: Tensor, time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
             patterns: Sequence[Union[str, SparsePattern]] = ("random:0.4",),
@@ -777,7 +816,8 @@ class DiffRecon(nn.Module):
             joint_mode: str = "sampled", joint_sampler: str = "ddim", seed: int = 0,
             progress: bool = False, val_fine: Optional[Tensor] = None,
             val_time: Optional[Tensor] = None, val_ext: Optional[Tensor] = None,
-            val_every: int = 100, val_maps: int = 256) -> "DiffRecon":
+            val_every: int = 100, val_maps: int = 256,
+            val_condition: str = "truth") -> "DiffRecon":
         r"""Train both stages on complete training fine maps.
 
         Masks are *simulated*: every training window gets a mask drawn from a uniformly
@@ -886,6 +926,15 @@ class DiffRecon(nn.Module):
                 (default: ``100``)
             val_maps (int, optional): held-out maps per check (evenly spaced).
                 (default: ``256``)
+            val_condition (str, optional): what Diffusion-F's validation loss is
+                conditioned on. ``"truth"``: the held-out pseudo-complete coarse maps, as in
+                pre-training. ``"completed"``: the current Diffusion-C's completions
+                (``joint_sampler``, ``joint_sampling_steps``) of the held-out coarse series
+                under ``joint_series`` (default 3) fixed mask series drawn from
+                ``patterns``, as at inference and in the joint phase; costs those
+                completions at every check. With ``"truth"`` the criterion favours
+                pre-training weights, since the joint phase trains Diffusion-F on
+                completions instead. (default: ``"truth"``)
 
         Returns:
             ``self`` (``self.history_log`` records what ran, with early stopping the
@@ -917,6 +966,9 @@ class DiffRecon(nn.Module):
             raise ValueError(f"'joint_mix' must be in [0, 1] (got {joint_mix!r})")
         if joint_sampler not in ("ddim", "ddpm"):
             raise ValueError(f"'joint_sampler' must be 'ddim' or 'ddpm' (got {joint_sampler!r})")
+        if val_condition not in ("truth", "completed"):
+            raise ValueError(f"'val_condition' must be 'truth' or 'completed' "
+                             f"(got {val_condition!r})")
         if joint_mode not in ("sampled", "end_to_end"):
             raise ValueError(f"'joint_mode' must be 'sampled' or 'end_to_end' "
                              f"(got {joint_mode!r})")
@@ -937,7 +989,9 @@ class DiffRecon(nn.Module):
             if isinstance(val_every, bool) or int(val_every) != val_every or val_every < 1:
                 raise ValueError(f"'val_every' must be a positive integer (got {val_every!r})")
             val_check = self._validation_set(val_fine, val_time, val_ext, pats, val_maps,
-                                             int(seed))
+                                             int(seed), val_condition,
+                                             len(pats) if joint_series is None
+                                             else int(joint_series))
         n_pre = pretrain_steps + (0 if joint else joint_steps) if pretrain else 0
         n_joint = (joint_steps + (0 if pretrain else pretrain_steps)) if joint else 0
         total = max(1, n_pre + n_joint)
@@ -949,6 +1003,8 @@ class DiffRecon(nn.Module):
                 "joint_mode": joint_mode, "joint_series": joint_series,
                 "joint_sampler": joint_sampler,
                 "patterns": [p.name for p in pats], "batch_size": batch_size}
+        if val_check is not None:
+            log_["val_condition"] = val_condition
         t0 = _time.perf_counter()
         comp = None
         bar = tqdm(range(n_pre + n_joint), disable=not progress, desc="DiffRecon fit")
@@ -957,7 +1013,8 @@ class DiffRecon(nn.Module):
         best: Dict[str, Tuple[float, int, Dict[str, Tensor]]] = {}
 
         def check(done: int) -> None:
-            lc, lf = self._validation_losses(val_check)
+            lc, lf = self._validation_losses(val_check, steps=joint_sampling_steps,
+                                             sampler=joint_sampler)
             curve.append((done, lc, lf))
             for key, stage, v in (("c", self.stage_c, lc), ("f", self.stage_f, lf)):
                 if key not in best or v < best[key][0]:
