@@ -733,11 +733,8 @@ class DiffRecon(nn.Module):
                "seed": seed + 104729}
         if condition == "completed":
             pick = torch.randperm(len(pats), generator=gen)[:series].tolist()
-            masks = torch.stack([
-                SparsePattern(pats[k].kind, pats[k].ratio, block=pats[k].block,
-                              seed=int(torch.randint(2 ** 62, (1,), generator=gen)))(
-                    Tv, *self.coarse_size)[:, None].expand(-1, self.channels, -1, -1)
-                for k in pick]).float()                              # [P, T_v, C, I, J]
+            masks = torch.stack([self._mask_series(pats[k], Tv, gen)
+                                 for k in pick])                     # [P, T_v, C, I, J]
             val.update(zc=zc, idx=idx, time=time, ext=ext, feats=feats, masks=masks,
                        noise=torch.randn(masks.shape, generator=gen))
         return val
@@ -781,15 +778,21 @@ class DiffRecon(nn.Module):
         T = zc.shape[0]
         outs, masks = [], []
         for p in patterns:
-            m = SparsePattern(p.kind, p.ratio, seed=int(torch.randint(2 ** 62, (1,),
-                                                                      generator=gen)),
-                              block=p.block)(T, *self.coarse_size)
-            m = m[:, None].expand(-1, self.channels, -1, -1).contiguous()
+            m = self._mask_series(p, T, gen)
             x_T = torch.randn(zc.shape, generator=gen)
             outs.append(self._complete(zc, m, x_T, time, ext, step_feats, gen, steps,
                                        batch_size, sampler))
             masks.append(m)
         return torch.stack(outs), torch.stack(masks)
+
+    def _mask_series(self, pattern: SparsePattern, T: int,
+                     gen: torch.Generator) -> Tensor:
+        """A ``[T, C, I, J]`` observed-mask series of ``pattern`` with a fresh seed drawn
+        from ``gen``."""
+        seed = int(torch.randint(2 ** 62, (1,), generator=gen))
+        m = SparsePattern(pattern.kind, pattern.ratio, seed=seed,
+                          block=pattern.block)(T, *self.coarse_size)
+        return m[:, None].expand(-1, self.channels, -1, -1).contiguous()
 
     @torch.no_grad()
     def _complete(self, zc: Tensor, m: Tensor, x_T: Tensor, time, ext, step_feats,
