@@ -13,8 +13,14 @@
 * ``TimesBlock`` throughput (series per second, forward and forward + backward) and the speed-up
   of the merged Inception kernel over the literal average of ``m`` convolutions.
 
-Prints a markdown table and writes ``benchmarks/results/layers.json``. Run:
-``python benchmarks/layers.py [--quick]`` (well under 2 minutes on a 2-core CPU).
+With ``--device cuda`` the layers run on the GPU: times are taken after
+``torch.cuda.synchronize()`` and peak memory is the growth of
+``torch.cuda.max_memory_allocated()`` (reset before the call), i.e. every tensor the caching
+allocator hands out, the attention workspace included.
+
+Prints a markdown table and writes ``benchmarks/results/layers.json`` (``layers_cuda.json``
+with ``--device cuda``). Run: ``python benchmarks/layers.py [--quick] [--device cuda]``
+(well under 2 minutes on a 2-core CPU).
 """
 import argparse
 import gc
@@ -55,19 +61,39 @@ def _reset_peak():
         return False
 
 
+DEVICE = torch.device("cpu")
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def measure(fn, reps=1):
-    """Median wall time (s) of ``fn`` and the peak-RSS growth (MiB) of its first call."""
+    """Median wall time (s) of ``fn`` and the peak-memory growth (MiB) of its first call
+    (peak RSS on the CPU, ``max_memory_allocated`` on CUDA)."""
     gc.collect()
-    can_reset = _reset_peak()
-    base = _status_kb("VmRSS")
+    if DEVICE.type == "cuda":
+        _sync()
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        base = torch.cuda.memory_allocated(DEVICE)
+    else:
+        can_reset = _reset_peak()
+        base = _status_kb("VmRSS")
     t0 = time.perf_counter()
     fn()
+    _sync()
     times = [time.perf_counter() - t0]
-    peak = _status_kb("VmHWM")
-    mem = (peak - base) / 1024 if (can_reset and base is not None and peak is not None) else None
+    if DEVICE.type == "cuda":
+        mem = (torch.cuda.max_memory_allocated(DEVICE) - base) / 2**20
+    else:
+        peak = _status_kb("VmHWM")
+        mem = ((peak - base) / 1024 if (can_reset and base is not None and peak is not None)
+               else None)
     for _ in range(reps - 1):
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), mem
 
@@ -80,10 +106,10 @@ def bench_st_point(sides, T, batch, d_model, heads, layers, dense_max_p, reps):
         torch.manual_seed(0)
         model = STPointFormer(1, d_model=d_model, num_layers=layers, num_heads=heads,
                               history=T, grid=(side, side), ext_features=4,
-                              down=(max(side // 4, 1), max(side // 4, 1)))
-        x = torch.randn(batch, T, N, 1)
-        mask = torch.rand(batch, T, N, 1) > 0.4
-        ext = torch.randn(batch, T, 4)
+                              down=(max(side // 4, 1), max(side // 4, 1))).to(DEVICE)
+        x = torch.randn(batch, T, N, 1).to(DEVICE)
+        mask = (torch.rand(batch, T, N, 1) > 0.4).to(DEVICE)
+        ext = torch.randn(batch, T, 4).to(DEVICE)
 
         def step():
             model.zero_grad(set_to_none=True)
@@ -115,8 +141,9 @@ def bench_st_point(sides, T, batch, d_model, heads, layers, dense_max_p, reps):
 
 def bench_times(batch, T, d_model, top_k, num_kernels, reps):
     torch.manual_seed(0)
-    block = TimesBlock(T, d_model=d_model, d_ff=d_model, top_k=top_k, num_kernels=num_kernels)
-    x = torch.randn(batch, T, d_model, requires_grad=True)
+    block = TimesBlock(T, d_model=d_model, d_ff=d_model, top_k=top_k,
+                       num_kernels=num_kernels).to(DEVICE)
+    x = torch.randn(batch, T, d_model).to(DEVICE).requires_grad_()
     rows = []
 
     def fwd():
@@ -151,8 +178,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file (default: results/layers.json, layers_cuda.json "
+                             "on CUDA)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
+    if args.out is None:
+        args.out = RESULTS if DEVICE.type == "cpu" else RESULTS.with_name("layers_cuda.json")
     if sys.platform.startswith("linux") and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
@@ -160,6 +196,8 @@ def main():
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     sides = [4, 8, 16] if args.quick else [8, 16, 32]
+    if DEVICE.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(DEVICE)}")
     print("STPointFormer (T = 12, d_model 64, 4 heads, 2 layers, batch 1, 40 % missing)")
     st_rows = bench_st_point(sides, T=12, batch=1, d_model=64, heads=4, layers=2,
                              dense_max_p=3072, reps=3)
@@ -195,10 +233,14 @@ def main():
 
     result = dict(benchmark="layers", quick=args.quick, total_seconds=round(total, 1),
                   torch=torch.__version__, threads=torch.get_num_threads(),
+                  device=str(DEVICE), device_name=(torch.cuda.get_device_name(DEVICE)
+                                                   if DEVICE.type == "cuda" else None),
                   cpu_count=os.cpu_count(), platform=platform.platform(),
-                  memory_method="peak RSS growth (VmHWM after clear_refs=5), "
-                                "MALLOC_MMAP_THRESHOLD_=" + os.environ.get(
-                                    "MALLOC_MMAP_THRESHOLD_", "unset"),
+                  memory_method=("growth of torch.cuda.max_memory_allocated" if
+                                 DEVICE.type == "cuda" else
+                                 "peak RSS growth (VmHWM after clear_refs=5), "
+                                 "MALLOC_MMAP_THRESHOLD_=" + os.environ.get(
+                                     "MALLOC_MMAP_THRESHOLD_", "unset")),
                   load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
                   st_point=st_rows, st_point_summary=summary, times_block=tb_rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

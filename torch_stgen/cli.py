@@ -74,11 +74,11 @@ def run_main_job(args) -> List[dict]:
     if args.model in ("diffrecon", "both"):
         from .experiments.diffrecon import run_demo
         print("== DiffRecon on the synthetic city (fine-map MAE / RMSE, lower is better) ==")
-        rows += run_demo(seed=args.seed, progress=not args.no_progress)
+        rows += run_demo(seed=args.seed, progress=not args.no_progress, device=args.device)
     if args.model in ("kgdiff", "both"):
         from .experiments.kgdiff import run_demo
         print("\n== KGDiff on the synthetic city (unseen sensors; lower is better) ==")
-        rows += run_demo(seed=args.seed, progress=not args.no_progress)
+        rows += run_demo(seed=args.seed, progress=not args.no_progress, device=args.device)
     return rows
 
 
@@ -92,6 +92,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model", choices=["diffrecon", "kgdiff", "both"], default="both")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("--out", default=None, help="write the rows as JSON to this file")
     b = sub.add_parser("baseline", help="interpolation + distributional upsampling on the "
                                         "synthetic city, all sparse patterns (seconds)")

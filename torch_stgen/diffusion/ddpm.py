@@ -31,6 +31,10 @@ _PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 _SPACINGS = ("leading", "linspace", "trailing")
 
 
+def _rebuild_config(data: dict) -> "FrozenConfig":
+    return FrozenConfig(**data)
+
+
 class FrozenConfig(Mapping):
     """A read-only mapping with attribute access (the diffusers ``FrozenDict`` habit)."""
 
@@ -47,10 +51,16 @@ class FrozenConfig(Mapping):
         return len(self._data)
 
     def __getattr__(self, key):
+        if key == "_data":          # not set yet (an instance being unpickled / copied)
+            raise AttributeError(key)
         try:
             return self._data[key]
         except KeyError:
             raise AttributeError(key) from None
+
+    def __reduce__(self):
+        # copy.deepcopy / pickle rebuild through __init__ (attribute setting is frozen)
+        return (_rebuild_config, (dict(self._data),))
 
     def __setattr__(self, key, value):
         raise AttributeError(f"config is frozen: cannot set '{key}'")

@@ -41,6 +41,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from . import resolve_device
+
 __all__ = ["build_parser", "run", "print_table", "format_table", "merge_rows", "run_demo",
            "METHODS", "ABLATIONS"]
 
@@ -151,6 +153,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: tiny models run fastest single-threaded "
                         "on a shared CPU; 0 keeps torch's default)")
+    p.add_argument("--device", default="cpu",
+                   help="where the networks train and sample: cpu, cuda, cuda:N or auto "
+                        "(data preparation and random draws stay on the CPU, so a seed "
+                        "draws the same masks and noise on every device) (default: cpu)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="hide the progress bars")
     return p
@@ -268,6 +274,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
         else:
             net = UrbanFM(C, coarse_size, N, cond_features=0 if cond is None else
                           cond.shape[1], width=64, num_blocks=8)
+        net = net.to(args.device)
         val_cond = None
         if val_fine is not None and method == "urbanfm":
             val_cond = _cond_vector(val_time, val_ext)
@@ -286,7 +293,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
         kw = _diffrecon_kwargs(args, C, coarse_size, ext_features, use_time, steps_per_day)
         kw["use_stpointformer"] = method != "diffrecon-no-stpointformer"
         kw["use_tpatternnet"] = method != "diffrecon-no-tpatternnet"
-        model = DiffRecon(**kw)
+        model = DiffRecon(**kw).to(args.device)
         model.fit(fine_tr, time=time_tr, ext=ext_tr, patterns=patterns,
                   pretrain_steps=args.steps, joint_steps=args.joint_steps,
                   batch_size=args.batch_size, lr=args.lr,
@@ -330,6 +337,7 @@ def run(args) -> List[Dict]:
     from ..data import SparsePattern, chronological_split, coarsen
     from ..metrics import mae, rmse
     _defaults(args)
+    args.device = str(resolve_device(getattr(args, "device", "cpu")))
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -401,6 +409,7 @@ def run(args) -> List[Dict]:
                        "mae": float(mae(pred, truth)), "rmse": float(rmse(pred, truth)),
                        "seconds": round(secs, 2), "train_seconds": round(train_s, 2),
                        "split": args.split, "seed": args.seed, "clipped": clip,
+                       "device": torch.device(args.device).type,
                        "trained_on": [q.name for q in train_pats]}
                 net = getattr(predict, "model", None)       # early stopping: what was kept
                 log_ = getattr(net, "history_log", {})
@@ -489,7 +498,7 @@ def print_table(rows: Sequence[Dict]) -> None:
 
 
 # --------------------------------------------------------------------------- demo
-def run_demo(seed: int = 0, progress: bool = True) -> List[Dict]:
+def run_demo(seed: int = 0, progress: bool = True, device: str = "cpu") -> List[Dict]:
     """The ``torch-stgen run`` main job: a small DiffRecon trained and evaluated on the
     synthetic city (8 x 8 fine -> 4 x 4 coarse, 3 weeks of hourly maps) against the three
     baselines, at fixed 40 %, random 40 % and the block, every learned method early-stopped
@@ -499,7 +508,7 @@ def run_demo(seed: int = 0, progress: bool = True) -> List[Dict]:
         "--patterns", "fixed:0.4,random:0.4,block", "--steps", "300", "--joint-steps", "60",
         "--joint-refresh", "30", "--baseline-steps", "300", "--samples", "2",
         "--sampling-steps", "10", "--early-stopping", "--val-every", "30",
-        "--seed", str(seed)])
+        "--seed", str(seed), "--device", str(device)])
     args.progress = progress
     rows = run(args)
     print_table(rows)

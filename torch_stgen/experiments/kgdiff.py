@@ -46,6 +46,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from . import resolve_device
+
 __all__ = ["METHODS", "build_parser", "run", "print_table", "evaluate", "load_data",
            "run_demo", "delay_settings", "merge_rows", "build_kgdiff"]
 
@@ -175,6 +177,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--city-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared 2-core CPU)")
+    p.add_argument("--device", default="cpu",
+                   help="where TuckER and the diffusion models train and sample: cpu, cuda, "
+                        "cuda:N or auto (batches and random draws come from the CPU) "
+                        "(default: cpu)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="only merge these JSON row files (later files win), print the "
@@ -311,7 +317,8 @@ def _tucker(data: dict, args):
     from ..kg import pretrain_tucker
     cache = args.tucker_cache if args.tucker_cache else None
     return pretrain_tucker(data["kg"], dim=args.tucker_dim, epochs=args.tucker_epochs,
-                           seed=args.seed, progress=args.progress, cache_dir=cache)
+                           seed=args.seed, progress=args.progress, cache_dir=cache,
+                           device=args.device)
 
 
 def _train_values(data: dict):
@@ -363,14 +370,14 @@ def _run_method(key: str, data: dict, args, tucker) -> dict:
                                           base.validation.items()}}
     else:
         torch.manual_seed(args.seed)
-        model = build_kgdiff(data, tucker.entity, args, **options)
+        model = build_kgdiff(data, tucker.entity, args, **options).to(args.device)
         x, m, nodes = _train_values(data)
         hist = model.fit(x, nodes, m, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed,
                          progress=args.progress)
         gen = model.generate(te, num_samples=D, sampler=args.sampler,
                              num_steps=args.sampling_steps, seed=args.seed + 1,
-                             progress=args.progress)
+                             progress=args.progress).cpu()
         extra = {"final_loss": round(sum(hist["loss"][-50:]) / len(hist["loss"][-50:]), 4),
                  "steps": args.steps}
     seconds = time.perf_counter() - t0
@@ -381,6 +388,7 @@ def _run_method(key: str, data: dict, args, tucker) -> dict:
     row.update(evaluate(gen, real, rmask))
     row["seconds"] = round(seconds, 2)
     row["seed"] = args.seed
+    row["device"] = torch.device(args.device).type
     row.update(extra)
     return row
 
@@ -415,6 +423,7 @@ def run(args) -> List[dict]:
             _write(rows, args.out)
         return rows
     torch.set_num_threads(max(1, int(args.threads)))
+    args.device = str(resolve_device(getattr(args, "device", "cpu")))
     methods = _methods(args.methods)
     t0 = time.perf_counter()
     data = load_data(args)
@@ -471,11 +480,12 @@ def print_table(rows: List[dict], file=None) -> str:
     return text
 
 
-def run_demo(seed: int = 0, progress: bool = True) -> List[dict]:
+def run_demo(seed: int = 0, progress: bool = True, device: str = "cpu") -> List[dict]:
     """Train and evaluate a small KGDiff on the synthetic city against the baselines and
     print the table (a few minutes on a 2-core CPU; ``torch-stgen run``'s KGDiff part)."""
     args = build_parser().parse_args(["--dataset", "synthetic", "--methods", "main",
-                                      "--seed", str(seed), "--quick"])
+                                      "--seed", str(seed), "--quick",
+                                      "--device", str(device)])
     args.progress = progress
     rows = run(args)
     print_table(rows)

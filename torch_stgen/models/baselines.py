@@ -192,11 +192,15 @@ class _LearnedUpsampler(nn.Module):
     def predict(self, coarse: Tensor, mask: Tensor, cond: Optional[Tensor] = None,
                 batch_size: int = 1024) -> Tensor:
         """Incomplete coarse ``[T, C, h, w]`` + observed ``mask`` -> fine ``[T, C, H, W]``
-        (original units): :func:`nearest_fill`, then the network."""
+        (original units): :func:`nearest_fill`, then the network (on the model's device;
+        returned on the device of ``coarse``)."""
         if not bool(torch.isfinite(self.scale).all()):
             raise RuntimeError(f"{self.__class__.__name__} is not fitted: call "
                                f"fit_upsampler() first")
         _check_maps("coarse", coarse, self.channels, self.coarse_size)
+        out_device, dev = coarse.device, self.scale.device
+        coarse, mask = coarse.cpu(), torch.as_tensor(mask).cpu()
+        cond = cond.cpu() if isinstance(cond, Tensor) else cond
         m = torch.broadcast_to(mask, coarse.shape).bool()
         filled = nearest_fill(torch.where(m, coarse.float(), torch.zeros(())), m)
         if self.cond_features:
@@ -207,9 +211,9 @@ class _LearnedUpsampler(nn.Module):
         self.eval()
         outs = []
         for s in range(0, coarse.shape[0], batch_size):
-            c = cond[s:s + batch_size].float() if self.cond_features else None
-            outs.append(self(filled[s:s + batch_size], c) * self.scale[:, None, None])
-        return torch.cat(outs)
+            c = cond[s:s + batch_size].float().to(dev) if self.cond_features else None
+            outs.append(self(filled[s:s + batch_size].to(dev), c) * self.scale[:, None, None])
+        return torch.cat(outs).to(out_device)
 
 
 class SRCNN(_LearnedUpsampler):
@@ -423,10 +427,15 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         raise ValueError(f"'cond' must have shape [T={fine.shape[0]}, "
                          f"{model.cond_features}] (got {got})")
     gen = torch.Generator().manual_seed(int(seed))
-    fine = fine.float()
+    # the maps stay on the CPU (as do the random draws, so the stream does not depend on
+    # the device); each batch moves to the model's device
+    dev = model.scale.device
+    fine = fine.float().cpu()
+    cond = cond.cpu() if isinstance(cond, Tensor) else cond
     model.fit_scale(fine)
+    scale = model.scale.cpu()
     coarse = coarsen(fine, N)
-    target = fine / model.scale[:, None, None]
+    target = fine / scale[:, None, None]
     h, w = model.coarse_size
 
     val = None
@@ -445,10 +454,10 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         vi = torch.linspace(0, Tv - 1, min(int(val_maps), Tv)).round().long()
         vm = SparsePattern.draw_mixture(pats, len(vi), 1, h, w,
                                         torch.Generator().manual_seed(int(seed) + 7919))
-        vf = val_fine.float()[vi]
-        val = (nearest_fill(coarsen(vf, N) * vm, vm.expand(-1, model.channels, -1, -1)),
-               val_cond[vi].float() if model.cond_features else None,
-               vf / model.scale[:, None, None])
+        vf = val_fine.float().cpu()[vi]
+        val = (nearest_fill(coarsen(vf, N) * vm, vm.expand(-1, model.channels, -1, -1)).to(dev),
+               val_cond.cpu()[vi].float().to(dev) if model.cond_features else None,
+               (vf / scale[:, None, None]).to(dev))
     best = None
 
     def check(done: int):
@@ -470,8 +479,8 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         idx = torch.randint(fine.shape[0], (batch_size,), generator=gen)
         m = SparsePattern.draw_mixture(pats, batch_size, 1, h, w, gen)
         filled = nearest_fill(coarse[idx] * m, m.expand(-1, model.channels, -1, -1))
-        c = cond[idx].float() if model.cond_features else None
-        loss = F.mse_loss(model(filled, c), target[idx])
+        c = cond[idx].float().to(dev) if model.cond_features else None
+        loss = F.mse_loss(model(filled.to(dev), c), target[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -245,12 +245,24 @@ class _Stage(nn.Module):
         self.scheduler = DDPMScheduler(num_train_timesteps, beta_schedule=beta_schedule,
                                        prediction_type=prediction_type)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the stage's parameters live (and where it computes)."""
+        return next(self.parameters()).device
+
+    def _on_device(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        dev = self.device
+        return {k: v.to(dev) for k, v in batch.items()}
+
     def loss(self, batch: Dict[str, Tensor], target: Tensor,
              generator: Optional[torch.Generator] = None) -> Tensor:
         r"""Denoising loss (DDPM eq. 14, simplified objective) of the stage on
-        ``target`` ``[B, C, H, W]`` given the conditioning ``batch``."""
-        return diffusion_loss(lambda x, t: self.denoiser(x, t, batch), target,
-                              self.scheduler, generator=generator)
+        ``target`` ``[B, C, H, W]`` given the conditioning ``batch``, computed on the
+        stage's device (inputs are moved there; a CPU ``generator`` draws :math:`t` and
+        :math:`\epsilon` on the CPU, so the stream does not depend on the device)."""
+        batch = self._on_device(batch)
+        return diffusion_loss(lambda x, t: self.denoiser(x, t, batch),
+                              target.to(self.device), self.scheduler, generator=generator)
 
     def sampler(self, kind: str) -> Union[DDPMScheduler, DDIMScheduler]:
         cfg = self.scheduler.config
@@ -270,8 +282,11 @@ class _Stage(nn.Module):
         r"""Reverse chain from ``x_T`` ``[S * B, C, H, W]`` for ``S`` samples of each of the
         ``B`` conditions in ``batch``. The conditioner runs **once** per condition (it does
         not depend on the diffusion step); its outputs are repeated for the ``S`` samples
-        (sample ``s`` of condition ``b`` is row ``s * B + b``)."""
+        (sample ``s`` of condition ``b`` is row ``s * B + b``). Runs on the stage's device
+        and returns on the device of ``x_T``."""
         den = self.denoiser
+        out_device = x_T.device
+        batch, x_T = self._on_device(batch), x_T.to(self.device)
         B = next(iter(batch.values())).shape[0]
         if x_T.shape[0] % B:
             raise ValueError(f"'x_T' must have S * B rows for B={B} conditions "
@@ -285,7 +300,7 @@ class _Stage(nn.Module):
             return den.unet(xin, t, cond=rep.get("vector"), inter=rep.get("features"))
 
         return sample(fn, self.sampler(sampler), num_inference_steps=steps,
-                      generator=generator, x_T=x_T)
+                      generator=generator, x_T=x_T).to(out_device)
 
 
 class DiffusionC(_Stage):
@@ -485,14 +500,15 @@ def _calendar_inputs(time: Optional[Tensor], ext: Optional[Tensor], T: int,
                                                                  Optional[Tensor],
                                                                  Tensor]:
     """Validate ``time`` ``[T, 3]`` / ``ext`` ``[T, F]`` and build the per-step ST-point
-    features ``[T, 5 * use_time + F]`` (cyclic hour / weekday, holiday, covariates)."""
+    features ``[T, 5 * use_time + F]`` (cyclic hour / weekday, holiday, covariates), all
+    on the CPU (DiffRecon prepares its series there and moves batches to its device)."""
     parts = []
     if use_time:
         if time is None or time.dim() != 2 or tuple(time.shape) != (T, 3):
             got = None if time is None else tuple(time.shape)
             raise ValueError(f"'time' must have shape [T, 3] = [{T}, 3] (hour, weekday, "
                              f"holiday; got {got}); the model was built with use_time=True")
-        time = time.float()
+        time = time.float().cpu()
         a = 2 * math.pi * time[:, 0] / 24.0
         b = 2 * math.pi * time[:, 1] / 7.0
         parts.append(torch.stack([a.sin(), a.cos(), b.sin(), b.cos(), time[:, 2]], 1))
@@ -503,7 +519,7 @@ def _calendar_inputs(time: Optional[Tensor], ext: Optional[Tensor], T: int,
                              f"(got {got})")
         if not bool(torch.isfinite(ext).all()):
             raise ValueError("'ext' has NaN/inf values")
-        ext = ext.float()
+        ext = ext.float().cpu()
         parts.append(ext)
     step_feats = torch.cat(parts, 1) if parts else torch.zeros(T, 0)
     return time, ext, step_feats
@@ -625,10 +641,12 @@ class DiffRecon(nn.Module):
 
     @staticmethod
     def _scale(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        mean, std = mean.to(x.device), std.to(x.device)
         return (x - mean[:, None, None]) / std[:, None, None]
 
     @staticmethod
     def _unscale(z: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        mean, std = mean.to(z.device), std.to(z.device)
         return z * std[:, None, None] + mean[:, None, None]
 
     def fit_scalers(self, fine: Tensor) -> None:
@@ -709,6 +727,7 @@ class DiffRecon(nn.Module):
                              f"(got {got})")
         if not bool(torch.isfinite(fine).all()):
             raise ValueError("'val_fine' must be complete (NaN/inf found)")
+        fine = fine.cpu()
         need = max(self.history_c, self.history_f)
         Tv = fine.shape[0]
         if Tv < need:
@@ -982,6 +1001,10 @@ class DiffRecon(nn.Module):
         time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
                                                  self.ext_features)
         gen = torch.Generator().manual_seed(int(seed))
+        # the series stays on the CPU (as do all random draws, so the training stream does
+        # not depend on the device); each batch moves to the model's device
+        fine = fine.cpu()
+        dev = self.stage_c.device
         self.fit_scalers(fine.float())
         zf = self._scale(fine.float(), self.fine_mean, self.fine_std)
         zc = self._scale(coarsen(fine.float(), self.factor), self.coarse_mean,
@@ -1052,15 +1075,18 @@ class DiffRecon(nn.Module):
             # Diffusion-F on the truth (pre-training) or on Diffusion-C's completions
             if joint_phase and joint_mode == "end_to_end":
                 t_last = sch_c.config.num_train_timesteps - 1
-                x_T = torch.randn(zc[t_idx].shape, generator=gen)
-                out = self.stage_c.denoiser(x_T, torch.full((batch_size,), t_last), b_c)
+                x_T = torch.randn(zc[t_idx].shape, generator=gen).to(dev)
+                out = self.stage_c.denoiser(x_T, torch.full((batch_size,), t_last, device=dev),
+                                            self.stage_c._on_device(b_c))
                 x0_hat, _ = sch_c._predict_x0_eps(out, x_T, sch_c._alpha_prod(t_last))
                 keep = m[:, -1].bool()                              # observed cells
                 if joint_mix < 1.0:
                     use_comp = torch.rand(batch_size, generator=gen) < float(joint_mix)
                     keep = keep | ~use_comp[:, None, None, None]
-                b_f = self._f_batch(zc, t_idx, time, ext, observed=None)
-                b_f["coarse"] = torch.where(keep, zc[t_idx], x0_hat)
+                keep = keep.to(dev)
+                b_f = self.stage_f._on_device(self._f_batch(zc, t_idx, time, ext,
+                                                            observed=None))
+                b_f["coarse"] = torch.where(keep, zc[t_idx].to(dev), x0_hat)
                 if self.stage_f.use_tpatternnet:
                     b_f["series"] = torch.cat([b_f["series"][:, :-1],
                                                b_f["coarse"].unsqueeze(1)], 1)
@@ -1145,7 +1171,9 @@ class DiffRecon(nn.Module):
 
         Deterministic for a fixed ``seed``: all starting noise is drawn up front, so with
         ``sampler="ddim"`` (:math:`\eta = 0`) the result does not depend on
-        ``batch_size`` either.
+        ``batch_size`` either. The networks run on the model's device (``model.to(...)``);
+        the noise is drawn on the CPU, so a CUDA model starts from the same noise as a CPU
+        one, and the result is returned on the device of ``coarse``.
 
         Args:
             coarse (Tensor): ``[T, C, I, J]`` coarse maps (original units; entries with
@@ -1198,6 +1226,9 @@ class DiffRecon(nn.Module):
             raise ValueError(f"'mass_consistent' must be False, True, 'additive' or "
                              f"'proportional' (got {mass_consistent!r})")
         mode = modes[mass_consistent]
+        out_device = coarse.device
+        # the series is prepared on the CPU; each batch moves to the model's device
+        coarse, mask = coarse.cpu(), mask.cpu()
         time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
                                                  self.ext_features)
         m = (mask != 0).expand(T, C, I, J)
@@ -1239,7 +1270,9 @@ class DiffRecon(nn.Module):
         point = fine.mean(0) if reduce == "mean" else fine.median(0).values
         coarse_point = coarse_hat.mean(0) if reduce == "mean" else coarse_hat.median(0).values
         spread = fine.std(0, unbiased=False)
-        return Reconstruction(point, spread, coarse_point, fine if return_samples else None)
+        return Reconstruction(point.to(out_device), spread.to(out_device),
+                              coarse_point.to(out_device),
+                              fine.to(out_device) if return_samples else None)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(channels={self.channels}, "

@@ -552,7 +552,10 @@ class KGDiff(nn.Module):
             dict with the per-step ``loss`` list.
         """
         self._check_batch(x, mask)
-        nodes = torch.as_tensor(nodes).long().reshape(-1)
+        # the samples stay on the CPU (as do the random draws, so the training stream does
+        # not depend on the device); each batch moves to the model's device
+        x, mask = x.cpu(), (None if mask is None else mask.cpu())
+        nodes = torch.as_tensor(nodes).long().reshape(-1).cpu()
         if nodes.numel() != x.shape[0]:
             raise ValueError(f"'nodes' must have S={x.shape[0]} entries (got {nodes.numel()})")
         if int(steps) != steps or steps < 1 or int(batch_size) != batch_size or batch_size < 1:
@@ -580,7 +583,7 @@ class KGDiff(nn.Module):
         for _ in bar:
             idx = torch.randint(0, S, (min(int(batch_size), S),), generator=gen)
             loss = self.loss(x[idx].to(device), nodes[idx].to(device), obs[idx].to(device),
-                             generator=gen if device.type == "cpu" else None)
+                             generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
@@ -649,7 +652,8 @@ class KGDiff(nn.Module):
                 (``sigma_min``, ``sigma_max``, ``rho``, ``S_churn``).
 
         Returns:
-            Tensor ``[num_samples, n, L]`` in original units.
+            Tensor ``[num_samples, n, L]`` in original units, on the model's device (the
+            starting noise is drawn on the CPU, so it does not depend on the device).
         """
         if sampler not in _SAMPLERS:
             raise ValueError(f"'sampler' must be one of {_SAMPLERS} (got {sampler!r})")
