@@ -183,7 +183,7 @@ _FAST_TUCKER = None
 
 
 def _fast_tucker_class():
-    """PyKEEN's ``TuckER`` with a 1-N ``score_t`` in O(b d^2 d_r + b N d).
+    r"""PyKEEN's ``TuckER`` with a 1-N ``score_t`` in O(b d^2 d_r + b N d).
 
     PyKEEN scores (h, r, *) by broadcasting the whole interaction over every candidate tail,
     O(b N d^2 d_r): the LCWA loop then takes ~7 minutes per epoch on the NYC KG at d = 32.
