@@ -181,6 +181,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="where TuckER and the diffusion models train and sample: cpu, cuda, "
                         "cuda:N or auto (batches and random draws come from the CPU) "
                         "(default: cpu)")
+    p.add_argument("--tf32", action="store_true",
+                   help="on CUDA, allow TF32 matmuls / convolutions (faster, ~1e-3 relative "
+                        "error per operation; default: float32, comparable to the CPU)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="only merge these JSON row files (later files win), print the "
@@ -389,6 +392,8 @@ def _run_method(key: str, data: dict, args, tucker) -> dict:
     row["seconds"] = round(seconds, 2)
     row["seed"] = args.seed
     row["device"] = torch.device(args.device).type
+    if row["device"] == "cuda":
+        row["tf32"] = bool(getattr(args, "tf32", False))
     row.update(extra)
     return row
 
@@ -423,7 +428,8 @@ def run(args) -> List[dict]:
             _write(rows, args.out)
         return rows
     torch.set_num_threads(max(1, int(args.threads)))
-    args.device = str(resolve_device(getattr(args, "device", "cpu")))
+    args.device = str(resolve_device(getattr(args, "device", "cpu"),
+                                     getattr(args, "tf32", False)))
     methods = _methods(args.methods)
     t0 = time.perf_counter()
     data = load_data(args)

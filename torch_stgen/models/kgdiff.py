@@ -184,11 +184,7 @@ class _GuidanceEncoder(nn.Module):
             if self.aggregation == "mean":
                 h = h + layer(x, ei, et)
             else:  # per-relation mean, summed over relations
-                out = torch.zeros_like(h)
-                for r in torch.unique(et).tolist():
-                    sel = et == r
-                    out = out + layer(x, ei[:, sel], et[sel])
-                h = h + out
+                h = h + layer(x, ei, et, per_relation=True)
         return self.norm(h)
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from geoopt.manifolds.base import Manifold
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
 
 __all__ = ["GeometryMoEConv"]
 
@@ -297,8 +298,20 @@ class GeometryMoEConv(MessagePassing):
         return relation
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor,
-                relation: Optional[Tensor] = None) -> Tensor:
-        """Run eqs. 13-15.
+                relation: Optional[Tensor] = None, per_relation: bool = False) -> Tensor:
+        r"""Run eqs. 13-15.
+
+        With ``per_relation=True`` the mean of eq. 15 is taken per relation and the
+        activated outputs are summed over the relations that occur in ``edge_type``
+        (R-GCN style),
+
+        .. math::
+            \mathbf{x}_i' = \sum_{r} \sigma\Big( W_m \frac{1}{|\mathcal{N}_r(i)|}
+            \sum_{(i, r, j) \in \mathcal{N}_r(i)} M_{i r j} \Big),
+
+        which equals calling the layer once per relation on that relation's edges and
+        adding the results, in one pass over the edges (one scatter into node x relation
+        slots instead of ``R`` message-passing calls).
 
         Args:
             x (Tensor): entity embeddings ``[*, N, d]``.
@@ -306,10 +319,21 @@ class GeometryMoEConv(MessagePassing):
             edge_type (LongTensor): relation id of every edge ``[E]``.
             relation (Tensor, optional): relation embeddings ``[R, d]`` to use instead of
                 the layer's own ``relation`` table (e.g. pre-trained TuckER relations).
+            per_relation (bool): per-relation means, summed (above). (default: ``False``)
         """
         rel = self._check(x, edge_index, edge_type, relation)
-        agg = self.propagate(edge_index, x=x, edge_type=edge_type, rel=rel)
-        return self.act(self.lin(agg))
+        if not per_relation:
+            agg = self.propagate(edge_index, x=x, edge_type=edge_type, rel=rel)
+            return self.act(self.lin(agg))
+        N, R = x.size(-2), self.num_relations
+        msg = self.message(x.index_select(-2, edge_index[0]), edge_type, rel)  # [*, E, m]
+        slot = edge_index[1] * R + edge_type                   # (head, relation) slot
+        agg = scatter(msg, slot, dim=-2, dim_size=N * R, reduce="mean")
+        out = self.act(self.lin(agg.unflatten(-2, (N, R))))   # [*, N, R, d_out]
+        total = torch.zeros_like(out.select(-2, 0))
+        for r in torch.unique(edge_type).tolist():             # relations present, in order
+            total = total + out.select(-2, r)
+        return total
 
     def message(self, x_j: Tensor, edge_type: Tensor, rel: Tensor) -> Tensor:
         msgs = self.edge_messages(x_j, edge_type, rel)
