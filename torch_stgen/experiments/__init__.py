@@ -1,7 +1,21 @@
 """torch_stgen.experiments: the benchmark logic behind ``benchmarks/*.py`` and the
 ``torch-stgen`` command line (importable, testable, no top-level side effects)."""
 
+import argparse
+
 import torch
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--tf32``, shared by the benchmarks (see :func:`resolve_device`)."""
+    parser.add_argument("--device", default="cpu",
+                        help="where the models train and sample: cpu, cuda, cuda:N or auto "
+                             "(data preparation and random draws stay on the CPU, so a seed "
+                             "draws the same stream on every device) (default: cpu)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on CUDA, allow TF32 matmuls / convolutions (faster, ~1e-3 "
+                             "relative error per operation; default: float32, comparable "
+                             "to the CPU)")
 
 
 def resolve_device(spec: str, tf32: bool = False) -> torch.device:

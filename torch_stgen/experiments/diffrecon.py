@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import resolve_device
+from . import add_device_arguments, resolve_device
 
 __all__ = ["build_parser", "run", "print_table", "format_table", "merge_rows", "run_demo",
            "METHODS", "ABLATIONS"]
@@ -153,13 +153,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: tiny models run fastest single-threaded "
                         "on a shared CPU; 0 keeps torch's default)")
-    p.add_argument("--device", default="cpu",
-                   help="where the networks train and sample: cpu, cuda, cuda:N or auto "
-                        "(data preparation and random draws stay on the CPU, so a seed "
-                        "draws the same masks and noise on every device) (default: cpu)")
-    p.add_argument("--tf32", action="store_true",
-                   help="on CUDA, allow TF32 matmuls / convolutions (faster, ~1e-3 relative "
-                        "error per operation; default: float32, comparable to the CPU)")
+    add_device_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="hide the progress bars")
     return p

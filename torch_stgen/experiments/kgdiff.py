@@ -46,7 +46,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from . import resolve_device
+from . import add_device_arguments, resolve_device
 
 __all__ = ["METHODS", "build_parser", "run", "print_table", "evaluate", "load_data",
            "run_demo", "delay_settings", "merge_rows", "build_kgdiff"]
@@ -177,13 +177,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--city-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared 2-core CPU)")
-    p.add_argument("--device", default="cpu",
-                   help="where TuckER and the diffusion models train and sample: cpu, cuda, "
-                        "cuda:N or auto (batches and random draws come from the CPU) "
-                        "(default: cpu)")
-    p.add_argument("--tf32", action="store_true",
-                   help="on CUDA, allow TF32 matmuls / convolutions (faster, ~1e-3 relative "
-                        "error per operation; default: float32, comparable to the CPU)")
+    add_device_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="only merge these JSON row files (later files win), print the "
