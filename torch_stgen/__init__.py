@@ -10,8 +10,10 @@ Sub-packages:
 * :mod:`torch_stgen.kg` - TuckER pre-training with PyKEEN.
 * :mod:`torch_stgen.metrics` - MAE, RMSE, MMD, JSD, CRPS.
 * :mod:`torch_stgen.models` - DiffRecon, KGDiff and their baselines.
+* :mod:`torch_stgen.viz` - reconstruction maps and real-vs-generated profiles (matplotlib,
+  optional).
 """
 __version__ = "0.1.0"
 
 from . import typing  # noqa: F401
-from . import data, diffusion, kg, metrics, models, nn  # noqa: F401
+from . import data, diffusion, kg, metrics, models, nn, viz  # noqa: F401

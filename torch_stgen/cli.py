@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 import torch
@@ -74,12 +75,18 @@ def run_main_job(args) -> List[dict]:
     if args.model in ("diffrecon", "both"):
         from .experiments.diffrecon import run_demo
         print("== DiffRecon on the synthetic city (fine-map MAE / RMSE, lower is better) ==")
-        rows += run_demo(seed=args.seed, progress=not args.no_progress, device=args.device)
+        rows += run_demo(seed=args.seed, progress=not args.no_progress, device=args.device,
+                         plot=_plot_path(args, "diffrecon_demo.png"))
     if args.model in ("kgdiff", "both"):
         from .experiments.kgdiff import run_demo
         print("\n== KGDiff on the synthetic city (unseen sensors; lower is better) ==")
-        rows += run_demo(seed=args.seed, progress=not args.no_progress, device=args.device)
+        rows += run_demo(seed=args.seed, progress=not args.no_progress, device=args.device,
+                         plot=_plot_path(args, "kgdiff_demo.png"))
     return rows
+
+
+def _plot_path(args, name: str) -> Optional[str]:
+    return None if not args.plot_dir else str(Path(args.plot_dir) / name)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -94,6 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    p.add_argument("--plot-dir", default=None, metavar="DIR",
+                   help="also save the figures (diffrecon_demo.png, kgdiff_demo.png; needs "
+                        "the 'viz' extra)")
     p.add_argument("--out", default=None, help="write the rows as JSON to this file")
     b = sub.add_parser("baseline", help="interpolation + distributional upsampling on the "
                                         "synthetic city, all sparse patterns (seconds)")

@@ -17,9 +17,11 @@ KEYS = {"dataset", "method", "pattern", "ratio", "mae", "rmse", "seconds"}
 
 
 def test_quick_synthetic_rows_json_and_table(tmp_path, capsys):
-    out = tmp_path / "quick.json"
-    args = build_parser().parse_args(["--quick", "--out", str(out)] + TINY)
+    out, png = tmp_path / "quick.json", tmp_path / "quick.png"
+    args = build_parser().parse_args(["--quick", "--out", str(out), "--plot", str(png)]
+                                     + TINY)
     rows = run(args)
+    assert png.read_bytes()[:4] == b"\x89PNG"                 # the --plot figure
     assert args.patterns == "random:0.4"                      # --quick: one pattern
     assert [r["method"] for r in rows] == ["interp", "srcnn", "urbanfm", "diffrecon"]
     for r in rows:

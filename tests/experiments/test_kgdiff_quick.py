@@ -22,10 +22,11 @@ def tiny(tmp_path):
 
 
 def test_quick_synthetic_rows_json_and_table(tmp_path, capsys):
-    out = tmp_path / "rows.json"
-    args = build_parser().parse_args(["--quick", "--methods", "main", "--out", str(out)]
-                                     + tiny(tmp_path))
+    out, png = tmp_path / "rows.json", tmp_path / "profiles.png"
+    args = build_parser().parse_args(["--quick", "--methods", "main", "--out", str(out),
+                                      "--plot", str(png)] + tiny(tmp_path))
     rows = run(args)
+    assert png.read_bytes()[:4] == b"\x89PNG"                 # the --plot figure
     assert [r["method"] for r in rows] == ["global-mean", "knn", "uncond", "tucker-con",
                                            "kgdiff"]
     for r in rows:

@@ -78,6 +78,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="one pattern, short training (minutes), same JSON schema")
     p.add_argument("--seed", type=int, default=0, help="masks, initialisation, sampling")
     p.add_argument("--out", default=None, help="write the JSON rows to this file")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw the first evaluated pattern at the busiest evaluated "
+                        "step: observed coarse map, fine truth, every method's fine map and "
+                        "error (torch_stgen.viz; needs the 'viz' extra)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="evaluated split; 'val' for model selection (default: %(default)s)")
     p.add_argument("--train-patterns", default=None,
@@ -386,6 +390,7 @@ def run(args) -> List[Dict]:
             print("note: --early-stopping selects weights on the validation split, which is "
                   "also the evaluated split here")
     rows = []
+    plot_preds: Dict[str, torch.Tensor] = {}
     for method in methods:
         for group, train_pats in groups:
             t0 = time.perf_counter()
@@ -402,6 +407,8 @@ def run(args) -> List[Dict]:
                 if clip:
                     pred = pred.clamp_min(0)
                 truth = fine[evald.start:evald.stop]
+                if args.plot and p.name == patterns[0].name:
+                    plot_preds[method] = pred
                 row = {"dataset": name, "method": method, "pattern": p.name,
                        "ratio": round(1.0 - float(k[evald.start:evald.stop].float().mean()), 4),
                        "mae": float(mae(pred, truth)), "rmse": float(rmse(pred, truth)),
@@ -426,6 +433,13 @@ def run(args) -> List[Dict]:
                     _write(args.out, rows, args)
     if args.out:
         _write(args.out, rows, args)
+    if args.plot and plot_preds:
+        from ..viz import plot_reconstruction, save
+        k = masks[patterns[0].name][evald.start:evald.stop]
+        fig = plot_reconstruction(fine[evald.start:evald.stop], plot_preds,
+                                  coarse=coarse[evald.start:evald.stop], mask=k,
+                                  title=f"{name}, {patterns[0].name} ({args.split} split)")
+        print(f"wrote {save(fig, args.plot)}")
     return rows
 
 
@@ -498,7 +512,8 @@ def print_table(rows: Sequence[Dict]) -> None:
 
 
 # --------------------------------------------------------------------------- demo
-def run_demo(seed: int = 0, progress: bool = True, device: str = "cpu") -> List[Dict]:
+def run_demo(seed: int = 0, progress: bool = True, device: str = "cpu",
+             plot: Optional[str] = None) -> List[Dict]:
     """The ``torch-stgen run`` main job: a small DiffRecon trained and evaluated on the
     synthetic city (8 x 8 fine -> 4 x 4 coarse, 3 weeks of hourly maps) against the three
     baselines, at fixed 40 %, random 40 % and the block, every learned method early-stopped
@@ -508,7 +523,7 @@ def run_demo(seed: int = 0, progress: bool = True, device: str = "cpu") -> List[
         "--patterns", "fixed:0.4,random:0.4,block", "--steps", "300", "--joint-steps", "60",
         "--joint-refresh", "30", "--baseline-steps", "300", "--samples", "2",
         "--sampling-steps", "10", "--early-stopping", "--val-every", "30",
-        "--seed", str(seed), "--device", str(device)])
+        "--seed", str(seed), "--device", str(device)] + (["--plot", str(plot)] if plot else []))
     args.progress = progress
     rows = run(args)
     print_table(rows)

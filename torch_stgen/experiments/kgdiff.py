@@ -42,7 +42,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -124,6 +124,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="small city / few steps: a few minutes on a 2-core CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the JSON rows to this file")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw real against generated daily profiles of four test "
+                        "nodes and the value histograms (torch_stgen.viz; needs the 'viz' "
+                        "extra)")
     g = p.add_argument_group("KGDiff")
     g.add_argument("--steps", type=int, default=None, help="training steps "
                    "(default: 500; 200 with --quick)")
@@ -345,7 +349,8 @@ def build_kgdiff(data: dict, entity: torch.Tensor, args, **options):
                   **options)
 
 
-def _run_method(key: str, data: dict, args, tucker) -> dict:
+def _run_method(key: str, data: dict, args, tucker) -> Tuple[dict, torch.Tensor]:
+    """Train / fit method ``key`` and score it: ``(row, generated [D, n_test, L])``."""
     label, options = METHODS[key]
     te, tr = data["test"], data["train"]
     real, rmask = data["values"][:, te], data["mask"][:, te]
@@ -389,7 +394,7 @@ def _run_method(key: str, data: dict, args, tucker) -> dict:
     if row["device"] == "cuda":
         row["tf32"] = bool(getattr(args, "tf32", False))
     row.update(extra)
-    return row
+    return row, gen
 
 
 def _write(rows: List[dict], path) -> None:
@@ -441,13 +446,24 @@ def run(args) -> List[dict]:
               f"{'cache' if tucker.from_cache else 'trained'} in "
               f"{time.perf_counter() - t1:.1f} s", flush=True)
     rows: List[dict] = []
+    generated: Dict[str, torch.Tensor] = {}
     for key in methods:
-        row = _run_method(key, data, args, tucker)
+        row, gen = _run_method(key, data, args, tucker)
         rows.append(row)
+        if args.plot:
+            generated[key] = gen
         print(f"  {key:15s} mae {row['mae']:.3f} rmse {row['rmse']:.3f} mmd {row['mmd']:.4f} "
               f"jsd {row['jsd']:.4f} ({row['seconds']:.0f} s)", flush=True)
         if args.out:
             _write(rows, args.out)
+    if args.plot and generated:
+        from ..viz import plot_profiles, save
+        te = data["test"]
+        fig = plot_profiles(data["values"][:, te], generated, mask=data["mask"][:, te],
+                            steps_per_hour=data["length"] / 24.0,
+                            title=f"{data['name']}: unseen test nodes, real vs generated "
+                                  f"days (mean and 10-90 % band)")
+        print(f"wrote {save(fig, args.plot)}")
     return rows
 
 
@@ -480,12 +496,14 @@ def print_table(rows: List[dict], file=None) -> str:
     return text
 
 
-def run_demo(seed: int = 0, progress: bool = True, device: str = "cpu") -> List[dict]:
+def run_demo(seed: int = 0, progress: bool = True, device: str = "cpu",
+             plot: Optional[str] = None) -> List[dict]:
     """Train and evaluate a small KGDiff on the synthetic city against the baselines and
     print the table (a few minutes on a 2-core CPU; ``torch-stgen run``'s KGDiff part)."""
     args = build_parser().parse_args(["--dataset", "synthetic", "--methods", "main",
                                       "--seed", str(seed), "--quick",
-                                      "--device", str(device)])
+                                      "--device", str(device)]
+                                     + (["--plot", str(plot)] if plot else []))
     args.progress = progress
     rows = run(args)
     print_table(rows)

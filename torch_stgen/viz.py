@@ -1,0 +1,230 @@
+r"""Plots of reconstructions and generated series (optional: ``pip install 'torch-stgen[viz]'``).
+
+Two pictures that a table cannot give:
+
+* :func:`plot_reconstruction` - one time step of a DiffRecon-style task: the observed coarse
+  map (missing cells blank), the fine truth, every method's fine map on the truth's colour
+  scale and, below each, its absolute error on one shared error scale.
+* :func:`plot_profiles` - KGDiff-style generation for unseen nodes: per node, the real
+  daily profile (mean over days, with a quantile band) against each method's generated
+  profile, plus the value distribution over all nodes (what the JSD compares).
+
+Both return a :class:`matplotlib.figure.Figure` built without ``pyplot`` (no GUI backend,
+safe in scripts and on servers); save it with ``fig.savefig(path)`` or :func:`save`.
+"""
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .typing import require
+
+__all__ = ["plot_reconstruction", "plot_profiles", "save"]
+
+
+def _figure(nrows: int, ncols: int, size: Tuple[float, float]):
+    require("matplotlib", "plots")
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _check(name: str, x, dims: int) -> Tensor:
+    if not isinstance(x, Tensor) or x.dim() != dims:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"'{name}' must be a tensor with {dims} dimensions (got {got})")
+    return x.detach().float().cpu()
+
+
+def plot_reconstruction(truth: Tensor, predictions: Mapping[str, Tensor],
+                        coarse: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                        step: Optional[int] = None, channel: int = 0,
+                        cmap: str = "viridis", error_cmap: str = "magma",
+                        title: Optional[str] = None):
+    r"""Fine maps of several methods against the truth at one time step.
+
+    Top row: the observed coarse map (cells with ``mask == 0`` left blank), the fine truth
+    and each prediction, all on the truth's colour scale. Bottom row: each prediction's
+    absolute error :math:`|\hat X^{fg} - X^{fg}|` on one shared scale, titled with its MAE
+    at this step and over all steps.
+
+    Args:
+        truth (Tensor): ``[T, C, NI, NJ]`` fine truth.
+        predictions (mapping): method name -> ``[T, C, NI, NJ]`` fine maps.
+        coarse (Tensor, optional): ``[T, C, I, J]`` coarse maps (the observed values).
+        mask (Tensor, optional): ``[T, C or 1, I, J]`` 1 = observed (with ``coarse``).
+        step (int, optional): time index; default: the step with the largest total of
+            ``truth`` (a busy hour).
+        channel (int): channel to show. (default: ``0``)
+        cmap, error_cmap (str): colour maps. (default: ``"viridis"``, ``"magma"``)
+        title (str, optional): figure title.
+
+    Returns:
+        matplotlib.figure.Figure
+    """
+    truth = _check("truth", truth, 4)
+    if not predictions:
+        raise ValueError("'predictions' must name at least one method")
+    preds = {}
+    for name, p in predictions.items():
+        p = _check(f"predictions[{name!r}]", p, 4)
+        if p.shape != truth.shape:
+            raise ValueError(f"predictions[{name!r}] must have the shape of 'truth' "
+                             f"{tuple(truth.shape)} (got {tuple(p.shape)})")
+        preds[name] = p
+    T, C = truth.shape[:2]
+    if not 0 <= channel < C:
+        raise ValueError(f"'channel' must lie in [0, {C}) (got {channel})")
+    if step is None:
+        step = int(truth[:, channel].flatten(1).sum(1).argmax())
+    if not 0 <= step < T:
+        raise ValueError(f"'step' must lie in [0, {T}) (got {step})")
+    if coarse is not None:
+        coarse = _check("coarse", coarse, 4)
+        if coarse.shape[:2] != (T, C):
+            raise ValueError(f"'coarse' must have shape [T, C, I, J] = [{T}, {C}, I, J] "
+                             f"(got {tuple(coarse.shape)})")
+    shown = coarse is not None
+    ncols = 1 + int(shown) + len(preds)
+    fig, axes = _figure(2, ncols, (2.6, 2.6 * truth.shape[2] / max(truth.shape[3], 1) + 0.4))
+    vmin, vmax = float(truth[step, channel].min()), float(truth[step, channel].max())
+    errors = {n: (p - truth).abs() for n, p in preds.items()}
+    emax = max(float(e[step, channel].max()) for e in errors.values()) or 1.0
+    col = 0
+    if shown:
+        img = coarse[step, channel].clone()
+        if mask is not None:
+            m = _check("mask", mask, 4)
+            m = torch.broadcast_to(m[step, min(channel, m.shape[1] - 1)], img.shape)
+            img[m == 0] = float("nan")
+            missing = 100.0 * float((m == 0).float().mean())
+            axes[0, 0].set_title(f"observed coarse\n({missing:.0f} % missing)", fontsize=9)
+        else:
+            axes[0, 0].set_title("coarse", fontsize=9)
+        axes[0, 0].imshow(img.numpy(), cmap=cmap)
+        col = 1
+    im = axes[0, col].imshow(truth[step, channel].numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+    axes[0, col].set_title("fine truth", fontsize=9)
+    fig.colorbar(im, ax=axes[0, :], shrink=0.8, label="value")
+    for k, (name, p) in enumerate(preds.items()):
+        c = col + 1 + k
+        axes[0, c].imshow(p[step, channel].numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+        axes[0, c].set_title(name, fontsize=9)
+        e = errors[name]
+        eim = axes[1, c].imshow(e[step, channel].numpy(), cmap=error_cmap, vmin=0, vmax=emax)
+        axes[1, c].set_title(f"|error|: MAE {float(e[step].mean()):.3g}\n"
+                             f"(all steps {float(e.mean()):.3g})", fontsize=8)
+    fig.colorbar(eim, ax=axes[1, :], shrink=0.8, label="absolute error")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for c in range(col + 1):
+        axes[1, c].set_axis_off()
+    fig.suptitle(title or f"step {step}, channel {channel}", fontsize=10)
+    return fig
+
+
+def plot_profiles(real: Tensor, generated: Mapping[str, Tensor],
+                  mask: Optional[Tensor] = None, nodes: Optional[Sequence[int]] = None,
+                  max_nodes: int = 4, steps_per_hour: Optional[float] = None,
+                  quantiles: Tuple[float, float] = (0.1, 0.9),
+                  node_names: Optional[Sequence[str]] = None, bins: int = 40,
+                  title: Optional[str] = None, ylabel: str = "value"):
+    r"""Real against generated daily profiles of (unseen) nodes.
+
+    One panel per node: the mean over days of the real series (black) and of each method's
+    samples, each with its ``quantiles`` band; a last panel with the value histograms over
+    all nodes and steps (the distributions the JSD compares).
+
+    Args:
+        real (Tensor): ``[D, n, L]`` real days of ``n`` nodes (NaN or ``mask == 0`` =
+            missing).
+        generated (mapping): method name -> ``[S, n, L]`` samples of the same nodes.
+        mask (Tensor, optional): ``[D, n, L]`` 1 = observed.
+        nodes (sequence of int, optional): columns to show; default ``max_nodes`` evenly
+            spaced ones.
+        max_nodes (int): panels when ``nodes`` is not given. (default: ``4``)
+        steps_per_hour (float, optional): label the x axis in hours.
+        quantiles (tuple of float): band. (default: ``(0.1, 0.9)``)
+        node_names (sequence of str, optional): names of the ``n`` nodes.
+        bins (int): histogram bins. (default: ``40``)
+        title, ylabel (str, optional): labels.
+
+    Returns:
+        matplotlib.figure.Figure
+    """
+    real = _check("real", real, 3)
+    D, n, L = real.shape
+    if mask is not None:
+        m = _check("mask", mask, 3)
+        if m.shape != real.shape:
+            raise ValueError(f"'mask' must have the shape of 'real' {tuple(real.shape)} "
+                             f"(got {tuple(m.shape)})")
+        real = torch.where(m > 0, real, torch.full_like(real, float("nan")))
+    if not generated:
+        raise ValueError("'generated' must name at least one method")
+    gens = {}
+    for name, g in generated.items():
+        g = _check(f"generated[{name!r}]", g, 3)
+        if g.shape[1:] != (n, L):
+            raise ValueError(f"generated[{name!r}] must have shape [S, n, L] = [S, {n}, {L}] "
+                             f"(got {tuple(g.shape)})")
+        gens[name] = g
+    lo, hi = quantiles
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"'quantiles' must satisfy 0 <= lo < hi <= 1 (got {quantiles!r})")
+    if nodes is None:
+        k = max(1, min(int(max_nodes), n))
+        nodes = torch.linspace(0, n - 1, k).round().long().unique().tolist()
+    nodes = [int(i) for i in nodes]
+    if any(not 0 <= i < n for i in nodes):
+        raise ValueError(f"'nodes' must lie in [0, {n}) (got {nodes})")
+    x = torch.arange(L, dtype=torch.float32)
+    xlabel = "step"
+    if steps_per_hour:
+        x, xlabel = x / float(steps_per_hour), "hour of day"
+    fig, axes = _figure(1, len(nodes) + 1, (3.2, 2.6))
+    colours = [f"C{i}" for i in range(10)]
+
+    def band(ax, series, colour, label, width):
+        mean = torch.nanmean(series, 0)
+        q = torch.nanquantile(series, torch.tensor([lo, hi]), dim=0)
+        ax.fill_between(x.numpy(), q[0].numpy(), q[1].numpy(), color=colour, alpha=0.15,
+                        linewidth=0)
+        ax.plot(x.numpy(), mean.numpy(), color=colour, lw=width, label=label)
+
+    for a, i in zip(axes[0], nodes):
+        band(a, real[:, i], "black", "real", 2.0)
+        for c, (name, g) in enumerate(gens.items()):
+            band(a, g[:, i], colours[c % 10], name, 1.2)
+        a.set_title(node_names[i] if node_names is not None else f"node {i}", fontsize=9)
+        a.set_xlabel(xlabel, fontsize=8)
+    lims = [a.get_ylim() for a in axes[0, :-1]]              # one value scale for all nodes
+    for a in axes[0, :-1]:
+        a.set_ylim(min(l[0] for l in lims), max(l[1] for l in lims))
+    axes[0, 0].set_ylabel(ylabel, fontsize=8)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    h = axes[0, -1]
+    vals = real[torch.isfinite(real)]
+    all_vals = torch.cat([vals] + [g[torch.isfinite(g)] for g in gens.values()])
+    edges = torch.linspace(float(all_vals.min()), float(all_vals.max()), bins + 1)
+    h.hist(vals.numpy(), bins=edges.numpy(), density=True, histtype="step", color="black",
+           lw=2.0, label="real")
+    for c, (name, g) in enumerate(gens.items()):
+        h.hist(g[torch.isfinite(g)].numpy(), bins=edges.numpy(), density=True,
+               histtype="step", color=colours[c % 10], lw=1.2, label=name)
+    h.set_title("values, all nodes", fontsize=9)
+    h.set_xlabel(ylabel, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def save(fig, path: Union[str, Path], dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
