@@ -5,7 +5,7 @@ import inspect
 from pathlib import Path
 
 MODULES = ["torch_stgen.data", "torch_stgen.nn", "torch_stgen.diffusion", "torch_stgen.kg",
-           "torch_stgen.metrics", "torch_stgen.models"]
+           "torch_stgen.metrics", "torch_stgen.models", "torch_stgen.train", "torch_stgen.viz"]
 
 
 def public_names(mod):

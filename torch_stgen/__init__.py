@@ -10,10 +10,11 @@ Sub-packages:
 * :mod:`torch_stgen.kg` - TuckER pre-training with PyKEEN.
 * :mod:`torch_stgen.metrics` - MAE, RMSE, MMD, JSD, CRPS.
 * :mod:`torch_stgen.models` - DiffRecon, KGDiff and their baselines.
+* :mod:`torch_stgen.train` - training utilities (EMA of the weights).
 * :mod:`torch_stgen.viz` - reconstruction maps and real-vs-generated profiles (matplotlib,
   optional).
 """
 __version__ = "0.1.0"
 
 from . import typing  # noqa: F401
-from . import data, diffusion, kg, metrics, models, nn, viz  # noqa: F401
+from . import data, diffusion, kg, metrics, models, nn, train, viz  # noqa: F401

@@ -157,6 +157,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="Geometry MoE aggregation: eq. 15's mean over all edges, or the mean "
                         "per relation summed over relations (default: %(default)s)")
     g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--ema-decay", type=float, default=None,
+                   help="sample with an exponential moving average of the weights "
+                        "(torch_stgen.train.EMA; e.g. 0.99; default: the last iterate)")
     g.add_argument("--finetune-embedding", type=int, choices=(0, 1), default=0,
                    help="train the TuckER entity embeddings jointly (1) or freeze them (0); "
                         "frozen generalises better to unseen nodes here (default: %(default)s)")
@@ -376,12 +379,14 @@ def _run_method(key: str, data: dict, args, tucker) -> Tuple[dict, torch.Tensor]
         x, m, nodes = _train_values(data)
         hist = model.fit(x, nodes, m, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed,
-                         progress=args.progress)
+                         progress=args.progress, ema_decay=args.ema_decay)
         gen = model.generate(te, num_samples=D, sampler=args.sampler,
                              num_steps=args.sampling_steps, seed=args.seed + 1,
                              progress=args.progress).cpu()
         extra = {"final_loss": round(sum(hist["loss"][-50:]) / len(hist["loss"][-50:]), 4),
                  "steps": args.steps}
+        if args.ema_decay is not None:
+            extra["ema_decay"] = args.ema_decay
     seconds = time.perf_counter() - t0
     tag = getattr(args, "tag", "") or ""
     row = {"dataset": data["name"] + ("[val]" if getattr(args, "eval_nodes", "test") == "val"

@@ -69,6 +69,7 @@ from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDif
 from ..nn.delay import DelayEmbedding
 from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
+from ..train import EMA
 
 __all__ = ["KGDiff"]
 
@@ -527,7 +528,8 @@ class KGDiff(nn.Module):
 
     def fit(self, x: Tensor, nodes: Tensor, mask: Optional[Tensor] = None, steps: int = 2000,
             batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.0,
-            grad_clip: float = 1.0, seed: int = 0, progress: bool = True) -> Dict[str, list]:
+            grad_clip: float = 1.0, seed: int = 0, progress: bool = True,
+            ema_decay: Optional[float] = None) -> Dict[str, list]:
         r"""Train on daily samples with Adam (cosine learning-rate decay, gradient clipping).
 
         Sets the scaler from the observed training values if it is not set yet.
@@ -543,6 +545,9 @@ class KGDiff(nn.Module):
             grad_clip (float): max gradient norm. (default: ``1``)
             seed (int): for batches, :math:`\sigma` and noise. (default: ``0``)
             progress (bool): tqdm bar. (default: ``True``)
+            ema_decay (float, optional): keep an exponential moving average of the
+                trainable weights (:class:`~torch_stgen.train.EMA`, with warm-up) and end
+                with it instead of the last iterate. (default: ``None``, off)
 
         Returns:
             dict with the per-step ``loss`` list.
@@ -574,6 +579,7 @@ class KGDiff(nn.Module):
             opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
         hist = []
         self.train()
+        ema = None if ema_decay is None else EMA(self, ema_decay)
         S = x.shape[0]
         bar = tqdm(range(int(steps)), disable=not progress, desc="KGDiff train", leave=False)
         for _ in bar:
@@ -586,6 +592,8 @@ class KGDiff(nn.Module):
                 nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update()
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"KGDiff training diverged (loss {value}); "
@@ -593,6 +601,8 @@ class KGDiff(nn.Module):
             hist.append(value)
             if len(hist) % 50 == 0:
                 bar.set_postfix(loss=f"{sum(hist[-50:]) / 50:.4f}")
+        if ema is not None:
+            ema.copy_to(self)
         self.eval()
         return {"loss": hist}
 
