@@ -133,6 +133,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="what the denoisers predict (default: %(default)s, x0)")
     g.add_argument("--position-channels", type=int, default=0,
                    help="learnable positional map channels of the U-Nets (default: 0)")
+    g.add_argument("--independent-stages", action="store_true",
+                   help="initialise each stage from its own seed and clip each stage's "
+                        "gradient on its own (DiffRecon(independent_stages=True))")
     g.add_argument("--inter-init", choices=("default", "identity"), default="default",
                    help="bottleneck fusion W_p of both U-Nets: PyTorch's init or [I | 0] "
                         "(each stage starts as its ablation without the inter-encoder) "
@@ -249,7 +252,8 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 prediction_type=args.prediction_type,
                 position_channels=args.position_channels,
                 completion_mask=args.completion_mask,
-                inter_init=args.inter_init)
+                inter_init=args.inter_init,
+                independent_stages=bool(getattr(args, "independent_stages", False)))
 
 
 def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day,

@@ -582,6 +582,15 @@ class DiffRecon(nn.Module):
             ablation without the inter-encoder and the ST-PointFormer / T-PatternNet
             features enter through zero-initialised weights (ControlNet's zero
             connection; not in the paper). (default: ``"default"``)
+        independent_stages (bool, optional): decouple the two stages' training
+            mechanics, which the paper does not couple. Each stage is initialised from
+            its own seed, and :meth:`fit` clips each stage's gradient norm on its own
+            instead of both together. The stages share no parameter. With both switches, a
+            stage's pre-training does not depend on the other stage's architecture or
+            gradients. For example, the ablation without ST-PointFormer then pre-trains
+            exactly the same Diffusion-F as the full model, and its fine-map error
+            isolates the completions. (default: ``False``: one global clip, one
+            initialisation stream)
 
     Example::
 
@@ -599,7 +608,7 @@ class DiffRecon(nn.Module):
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  d_model: int = 32, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", prediction_type: str = "sample",
-                 inter_init: str = "default"):
+                 inter_init: str = "default", independent_stages: bool = False):
         super().__init__()
         for name, v in (("channels", channels), ("factor", factor), ("history_c", history_c),
                         ("history_f", history_f)):
@@ -619,11 +628,29 @@ class DiffRecon(nn.Module):
                      prediction_type=prediction_type, use_time=use_time,
                      ext_features=ext_features, position_channels=position_channels,
                      inter_init=inter_init)
-        self.stage_c = DiffusionC(channels, self.coarse_size, history_c,
-                                  use_stpointformer=use_stpointformer, **sizes)
-        self.stage_f = DiffusionF(channels, self.coarse_size, factor, history_f,
-                                  use_tpatternnet=use_tpatternnet,
-                                  completion_mask=completion_mask, **sizes)
+        self.independent_stages = bool(independent_stages)
+
+        def build_c():
+            return DiffusionC(channels, self.coarse_size, history_c,
+                              use_stpointformer=use_stpointformer, **sizes)
+
+        def build_f():
+            return DiffusionF(channels, self.coarse_size, factor, history_f,
+                              use_tpatternnet=use_tpatternnet,
+                              completion_mask=completion_mask, **sizes)
+
+        if self.independent_stages:
+            # each stage from its own seed, both drawn before either is built: a stage's
+            # initial weights do not depend on the other stage's architecture
+            seeds = torch.randint(2 ** 62, (2,)).tolist()
+            stages = []
+            for seed, build in zip(seeds, (build_c, build_f)):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    stages.append(build())
+            self.stage_c, self.stage_f = stages
+        else:
+            self.stage_c, self.stage_f = build_c(), build_f()
         for name in ("coarse_mean", "coarse_std", "fine_mean", "fine_std"):
             self.register_buffer(name, torch.full((self.channels,), float("nan")))
         #: whether Diffusion-F was trained on Diffusion-C's completions (joint phase)
@@ -1121,7 +1148,11 @@ class DiffRecon(nn.Module):
             loss_f = self.stage_f.loss(b_f, zf[t_idx], gen)
             opt.zero_grad(set_to_none=True)
             (loss_c + loss_f).backward()
-            torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+            if self.independent_stages:             # each stage's norm bounds only itself
+                torch.nn.utils.clip_grad_norm_(self.stage_c.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(self.stage_f.parameters(), 1.0)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
             opt.step()
             sched.step()
             if progress and it % 20 == 0:
@@ -1290,4 +1321,5 @@ class DiffRecon(nn.Module):
                 f"coarse_size={self.coarse_size}, factor={self.factor}, "
                 f"history_c={self.history_c}, history_f={self.history_f}, "
                 f"stpointformer={self.stage_c.use_stpointformer}, "
-                f"tpatternnet={self.stage_f.use_tpatternnet})")
+                f"tpatternnet={self.stage_f.use_tpatternnet}"
+                + (", independent_stages=True" if self.independent_stages else "") + ")")
