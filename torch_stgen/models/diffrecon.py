@@ -1107,7 +1107,9 @@ class DiffRecon(nn.Module):
             # Diffusion-C on simulated masks
             m = SparsePattern.draw_mixture(pats, batch_size, self.history_c,
                                            *self.coarse_size, gen)
-            b_c = self._c_train_batch(zc, m, t_idx, time, ext, step_feats)
+            # on the model's device once: the loss and the end-to-end pass both use it
+            b_c = self.stage_c._on_device(self._c_train_batch(zc, m, t_idx, time, ext,
+                                                              step_feats))
             m = m[:, :, None].expand(-1, -1, self.channels, -1, -1)
             loss_c = self.stage_c.loss(b_c, zc[t_idx], gen)
             # Diffusion-F on the truth (pre-training) or on Diffusion-C's completions
@@ -1115,7 +1117,7 @@ class DiffRecon(nn.Module):
                 t_last = sch_c.config.num_train_timesteps - 1
                 x_T = torch.randn(zc[t_idx].shape, generator=gen).to(dev)
                 out = self.stage_c.denoiser(x_T, torch.full((batch_size,), t_last, device=dev),
-                                            self.stage_c._on_device(b_c))
+                                            b_c)
                 x0_hat, _ = sch_c._predict_x0_eps(out, x_T, sch_c._alpha_prod(t_last))
                 keep = m[:, -1].bool()                              # observed cells
                 if joint_mix < 1.0:
