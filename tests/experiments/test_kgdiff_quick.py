@@ -146,3 +146,15 @@ def test_sigma_data_pattern_shrink_and_message_norm_flags_reach_the_model(tmp_pa
     assert paper.pattern_shrink == 1.0 and not paper.message_norm
     assert not paper.moe_input_scale
     assert not any(layer.message_norm for layer in paper.encoder.layers)
+
+
+def test_checkpoint_dir_makes_a_rerun_load_the_finished_training(tmp_path, monkeypatch):
+    import torch_stgen.models.kgdiff as kd
+    common = ["--quick", "--methods", "kgdiff", "--checkpoint-dir", str(tmp_path / "ckpt")] \
+        + tiny(tmp_path)
+    first = run(build_parser().parse_args(common))
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["synthetic_kgdiff_seed0.pt"]
+    monkeypatch.setattr(kd.KGDiff, "loss", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("trained again")))
+    second = run(build_parser().parse_args(common))
+    assert [r["mae"] for r in second] == [r["mae"] for r in first]

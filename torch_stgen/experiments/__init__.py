@@ -18,6 +18,29 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                              "to the CPU)")
 
 
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint-dir`` and ``--checkpoint-every``: resumable training of the diffusion
+    models (:class:`~torch_stgen.train.Checkpointer`; see :func:`checkpoint_path`)."""
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="write resumable training checkpoints here, one file per "
+                             "dataset, method and seed; re-running the same command "
+                             "continues a cut-off training (a finished one is loaded, not "
+                             "retrained) (default: none)")
+    parser.add_argument("--checkpoint-every", type=int, default=100,
+                        help="iterations between checkpoints (default: 100)")
+
+
+def checkpoint_path(args, dataset: str, method: str, seed: int):
+    """``<--checkpoint-dir>/<dataset>_<method>_seed<seed>.pt``, or ``None`` without the
+    flag."""
+    root = getattr(args, "checkpoint_dir", None)
+    if not root:
+        return None
+    from pathlib import Path
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{dataset}_{method}")
+    return Path(root) / f"{safe}_seed{int(seed)}.pt"
+
+
 def resolve_device(spec: str, tf32: bool = False) -> torch.device:
     """``--device`` of the benchmarks: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when
     available, else CPU). Raises a ``ValueError`` naming the flag when CUDA is asked for

@@ -41,7 +41,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import add_device_arguments, resolve_device
+from . import (add_checkpoint_arguments, add_device_arguments, checkpoint_path,
+               resolve_device)
 
 __all__ = ["build_parser", "run", "print_table", "format_table", "merge_rows", "run_demo",
            "METHODS", "ABLATIONS"]
@@ -161,6 +162,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="torch threads (default 1: tiny models run fastest single-threaded "
                         "on a shared CPU; 0 keeps torch's default)")
     add_device_arguments(p)
+    add_checkpoint_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="hide the progress bars")
     return p
@@ -257,10 +259,11 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
 
 
 def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day,
-           val_data=None):
+           val_data=None, checkpoint=None):
     """Train one method on the training maps; returns a predict callable
     ``f(coarse [T', C, h, w] incl. context, mask, time, ext, context) -> fine [T'-ctx]``.
-    ``val_data``: ``(fine, time, ext)`` of held-out maps for early stopping, or ``None``."""
+    ``val_data``: ``(fine, time, ext)`` of held-out maps for early stopping, or ``None``;
+    ``checkpoint``: DiffRecon's resumable checkpoint file, or ``None``."""
     val_fine, val_time, val_ext = val_data if val_data is not None else (None, None, None)
     from ..models.baselines import SRCNN, InterpolationUpsampling, UrbanFM, fit_upsampler
     from ..models.diffrecon import DiffRecon
@@ -309,7 +312,8 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                   joint_mode=args.joint_mode, seed=seed,
                   progress=args.progress, val_fine=val_fine, val_time=val_time,
                   val_ext=val_ext, val_every=args.val_every,
-                  val_condition=args.val_condition)
+                  val_condition=args.val_condition, checkpoint=checkpoint,
+                  checkpoint_every=getattr(args, "checkpoint_every", 100))
 
         def predict(c, k, tm, ex, ctx):
             return model.reconstruct(c, k, history=ctx, time=tm, ext=ex,
@@ -398,8 +402,10 @@ def run(args) -> List[Dict]:
     for method in methods:
         for group, train_pats in groups:
             t0 = time.perf_counter()
+            tag = method + (f"_{group[0].name}" if args.train_per_pattern else "")
             predict = _train(method, args, fine_tr, time_tr, ext_tr, train_pats, args.seed,
-                             steps_per_day, val_data)
+                             steps_per_day, val_data,
+                             checkpoint_path(args, name, tag, args.seed))
             train_s = time.perf_counter() - t0
             for p in group:
                 k = masks[p.name]

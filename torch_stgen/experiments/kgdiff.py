@@ -46,7 +46,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import add_device_arguments, resolve_device
+from . import (add_checkpoint_arguments, add_device_arguments, checkpoint_path,
+               resolve_device)
 
 __all__ = ["METHODS", "build_parser", "run", "print_table", "evaluate", "load_data",
            "run_demo", "delay_settings", "merge_rows", "build_kgdiff"]
@@ -185,6 +186,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared 2-core CPU)")
     add_device_arguments(p)
+    add_checkpoint_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="only merge these JSON row files (later files win), print the "
@@ -379,7 +381,11 @@ def _run_method(key: str, data: dict, args, tucker) -> Tuple[dict, torch.Tensor]
         x, m, nodes = _train_values(data)
         hist = model.fit(x, nodes, m, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed,
-                         progress=args.progress, ema_decay=args.ema_decay)
+                         progress=args.progress, ema_decay=args.ema_decay,
+                         checkpoint=checkpoint_path(args, data["name"],
+                                                    key + (getattr(args, "tag", "") or ""),
+                                                    args.seed),
+                         checkpoint_every=getattr(args, "checkpoint_every", 100))
         gen = model.generate(te, num_samples=D, sampler=args.sampler,
                              num_steps=args.sampling_steps, seed=args.seed + 1,
                              progress=args.progress).cpu()

@@ -36,6 +36,7 @@ import copy
 import logging
 import math
 import time as _time
+from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -47,6 +48,7 @@ from ..data.patterns import SparsePattern
 from ..data.scalers import StandardScaler
 from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
 from ..nn import STPointFormer, TPatternNet
+from ..train import Checkpointer, data_fingerprint
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
                                ExternalConditioner, ObservedMapConditioner)
 
@@ -877,7 +879,8 @@ class DiffRecon(nn.Module):
             progress: bool = False, val_fine: Optional[Tensor] = None,
             val_time: Optional[Tensor] = None, val_ext: Optional[Tensor] = None,
             val_every: int = 100, val_maps: int = 256,
-            val_condition: str = "truth") -> "DiffRecon":
+            val_condition: str = "truth", checkpoint: Optional[Union[str, Path]] = None,
+            checkpoint_every: int = 100, resume: bool = True) -> "DiffRecon":
         r"""Train both stages on complete training fine maps.
 
         Masks are *simulated*: every training window gets a mask drawn from a uniformly
@@ -995,6 +998,17 @@ class DiffRecon(nn.Module):
                 completions at every check. With ``"truth"`` the criterion favours
                 pre-training weights, since the joint phase trains Diffusion-F on
                 completions instead. (default: ``"truth"``)
+            checkpoint (str or Path, optional): file for resumable checkpoints
+                (:class:`~torch_stgen.train.Checkpointer`): written every
+                ``checkpoint_every`` iterations and after the last; a later ``fit`` with
+                the same arguments, data and file continues from it and ends with exactly
+                the weights of an uninterrupted run (a finished checkpoint is not trained
+                again). A file from a different run raises ``ValueError``.
+                (default: ``None``, none written)
+            checkpoint_every (int, optional): iterations between checkpoints.
+                (default: ``100``)
+            resume (bool, optional): continue from an existing ``checkpoint``; ``False``
+                starts afresh and overwrites it. (default: ``True``)
 
         Returns:
             ``self`` (``self.history_log`` records what ran, with early stopping the
@@ -1062,6 +1076,18 @@ class DiffRecon(nn.Module):
         opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+        ckpt = Checkpointer(checkpoint, checkpoint_every, fingerprint={
+            "model": "DiffRecon", "patterns": [p.name for p in pats],
+            "pretrain_steps": pretrain_steps, "joint_steps": joint_steps,
+            "batch_size": batch_size, "lr": lr, "pretrain": pretrain, "joint": joint,
+            "joint_refresh": joint_refresh, "joint_sampling_steps": joint_sampling_steps,
+            "joint_series": joint_series, "joint_mix": joint_mix, "joint_mode": joint_mode,
+            "joint_sampler": joint_sampler, "seed": int(seed), "val_every": val_every,
+            "val_maps": val_maps, "val_condition": val_condition,
+            "independent_stages": self.independent_stages,
+            "fine": data_fingerprint(fine), "time": data_fingerprint(time),
+            "ext": data_fingerprint(ext), "val_fine": data_fingerprint(val_fine)},
+            resume=resume)
         self.train()
         log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "joint_mix": joint_mix,
                 "joint_mode": joint_mode, "joint_series": joint_series,
@@ -1070,11 +1096,36 @@ class DiffRecon(nn.Module):
         if val_check is not None:
             log_["val_condition"] = val_condition
         t0 = _time.perf_counter()
-        comp = None
-        bar = tqdm(range(n_pre + n_joint), disable=not progress, desc="DiffRecon fit")
+        comp = sources = source_mask = None
         loss_c = loss_f = torch.zeros(())
         curve: List[Tuple[int, float, float]] = []
         best: Dict[str, Tuple[float, int, Dict[str, Tensor]]] = {}
+        start, elapsed = 0, 0.0
+        saved = ckpt.load()
+        if saved is not None:
+            self.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            sched.load_state_dict(saved["sched"])
+            gen.set_state(saved["gen"])
+            start, elapsed = int(saved["iteration"]), float(saved["elapsed"])
+            curve = [tuple(c) for c in saved["curve"]]
+            best = {k: tuple(v) for k, v in saved["best"].items()}
+            if saved["sources"] is not None:
+                sources, source_mask = saved["sources"], saved["source_mask"]
+                comp = sources[1:]
+            loss_c, loss_f = torch.tensor(saved["loss_c"]), torch.tensor(saved["loss_f"])
+            log.info("DiffRecon.fit resumes from %s at iteration %d of %d", ckpt.path, start,
+                     n_pre + n_joint)
+
+        def snapshot() -> Dict[str, object]:
+            return {"model": self.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "gen": gen.get_state(), "curve": curve,
+                    "best": best, "sources": sources, "source_mask": source_mask,
+                    "loss_c": loss_c.item(), "loss_f": loss_f.item(),
+                    "elapsed": elapsed + _time.perf_counter() - t0}
+
+        bar = tqdm(range(start, n_pre + n_joint), initial=start, total=n_pre + n_joint,
+                   disable=not progress, desc="DiffRecon fit")
 
         def check(done: int) -> None:
             lc, lf = self._validation_losses(val_check, steps=joint_sampling_steps,
@@ -1085,6 +1136,8 @@ class DiffRecon(nn.Module):
                     best[key] = (v, done, copy.deepcopy(stage.state_dict()))
 
         for it in bar:
+            if it != start and ckpt.due(it):
+                ckpt.save(it, snapshot())
             if val_check is not None and it and it % int(val_every) == 0:
                 check(it)
             joint_phase = it >= n_pre
@@ -1160,6 +1213,8 @@ class DiffRecon(nn.Module):
             if progress and it % 20 == 0:
                 bar.set_postfix(phase="joint" if joint_phase else "pre",
                                 loss_c=f"{loss_c.item():.3f}", loss_f=f"{loss_f.item():.3f}")
+        if start < n_pre + n_joint:
+            ckpt.save(n_pre + n_joint, snapshot())
         if val_check is not None:
             check(n_pre + n_joint)
             self.stage_c.load_state_dict(best["c"][2])
@@ -1171,7 +1226,7 @@ class DiffRecon(nn.Module):
             n_joint_kept = n_joint
         self.eval()
         self.f_saw_completions.fill_(n_joint_kept > 0)
-        log_.update(seconds=_time.perf_counter() - t0, final_loss_c=loss_c.item(),
+        log_.update(seconds=elapsed + _time.perf_counter() - t0, final_loss_c=loss_c.item(),
                     final_loss_f=loss_f.item())
         self.history_log = log_
         return self

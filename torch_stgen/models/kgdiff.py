@@ -58,7 +58,8 @@ reduce to the Euclidean one).
 """
 import logging
 import math
-from typing import Dict, Optional, Sequence
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,7 @@ from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDif
 from ..nn.delay import DelayEmbedding
 from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
-from ..train import EMA
+from ..train import EMA, Checkpointer, data_fingerprint
 
 __all__ = ["KGDiff"]
 
@@ -529,7 +530,8 @@ class KGDiff(nn.Module):
     def fit(self, x: Tensor, nodes: Tensor, mask: Optional[Tensor] = None, steps: int = 2000,
             batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.0,
             grad_clip: float = 1.0, seed: int = 0, progress: bool = True,
-            ema_decay: Optional[float] = None) -> Dict[str, list]:
+            ema_decay: Optional[float] = None, checkpoint: Optional[Union[str, Path]] = None,
+            checkpoint_every: int = 100, resume: bool = True) -> Dict[str, list]:
         r"""Train on daily samples with Adam (cosine learning-rate decay, gradient clipping).
 
         Sets the scaler from the observed training values if it is not set yet.
@@ -548,6 +550,15 @@ class KGDiff(nn.Module):
             ema_decay (float, optional): keep an exponential moving average of the
                 trainable weights (:class:`~torch_stgen.train.EMA`, with warm-up) and end
                 with it instead of the last iterate. (default: ``None``, off)
+            checkpoint (str or Path, optional): file for resumable checkpoints
+                (:class:`~torch_stgen.train.Checkpointer`), written every
+                ``checkpoint_every`` steps and after the last; a later ``fit`` with the
+                same arguments, data and file continues from it and ends with exactly the
+                weights (and loss list) of an uninterrupted run. A file from a different
+                run raises ``ValueError``. (default: ``None``, none written)
+            checkpoint_every (int): steps between checkpoints. (default: ``100``)
+            resume (bool): continue from an existing ``checkpoint``; ``False`` starts
+                afresh and overwrites it. (default: ``True``)
 
         Returns:
             dict with the per-step ``loss`` list.
@@ -581,8 +592,34 @@ class KGDiff(nn.Module):
         self.train()
         ema = None if ema_decay is None else EMA(self, ema_decay)
         S = x.shape[0]
-        bar = tqdm(range(int(steps)), disable=not progress, desc="KGDiff train", leave=False)
-        for _ in bar:
+        ckpt = Checkpointer(checkpoint, checkpoint_every, fingerprint={
+            "model": "KGDiff", "steps": int(steps), "batch_size": int(batch_size),
+            "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip,
+            "seed": int(seed), "ema_decay": ema_decay, "x": data_fingerprint(x),
+            "nodes": data_fingerprint(nodes), "mask": data_fingerprint(mask)},
+            resume=resume)
+        start = 0
+        saved = ckpt.load()
+        if saved is not None:
+            self.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            sched.load_state_dict(saved["sched"])
+            gen.set_state(saved["gen"])
+            if ema is not None:
+                ema.load_state_dict(saved["ema"])
+            hist, start = list(saved["loss"]), int(saved["iteration"])
+            log.info("KGDiff.fit resumes from %s at step %d of %d", ckpt.path, start, steps)
+
+        def snapshot() -> Dict[str, object]:
+            return {"model": self.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "gen": gen.get_state(), "loss": hist,
+                    "ema": None if ema is None else ema.state_dict()}
+
+        bar = tqdm(range(start, int(steps)), initial=start, total=int(steps),
+                   disable=not progress, desc="KGDiff train", leave=False)
+        for step in bar:
+            if step != start and ckpt.due(step):
+                ckpt.save(step, snapshot())
             idx = torch.randint(0, S, (min(int(batch_size), S),), generator=gen)
             loss = self.loss(x[idx].to(device), nodes[idx].to(device), obs[idx].to(device),
                              generator=gen)
@@ -601,6 +638,8 @@ class KGDiff(nn.Module):
             hist.append(value)
             if len(hist) % 50 == 0:
                 bar.set_postfix(loss=f"{sum(hist[-50:]) / 50:.4f}")
+        if start < int(steps):
+            ckpt.save(int(steps), snapshot())
         if ema is not None:
             ema.copy_to(self)
         self.eval()

@@ -72,6 +72,19 @@ class EMA:
         return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
                 "shadow": {k: v.clone() for k, v in self.shadow.items()}}
 
+    @torch.no_grad()
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        """Restore :meth:`state_dict` (e.g. from a training checkpoint); the shadow
+        tensors keep their device."""
+        missing = set(self.shadow) ^ set(state["shadow"])
+        if missing:
+            raise ValueError(f"EMA state does not match the tracked parameters "
+                             f"(differing names: {sorted(missing)})")
+        self.decay, self.warmup = float(state["decay"]), bool(state["warmup"])
+        self.num_updates = int(state["num_updates"])
+        for name, avg in self.shadow.items():
+            avg.copy_(state["shadow"][name])
+
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(decay={self.decay}, warmup={self.warmup}, "
                 f"num_updates={self.num_updates})")

@@ -1,0 +1,129 @@
+r"""Training checkpoints that a re-run resumes from, bit for bit.
+
+A long :meth:`DiffRecon.fit <torch_stgen.models.DiffRecon.fit>` or
+:meth:`KGDiff.fit <torch_stgen.models.KGDiff.fit>` cut off at iteration :math:`k` should
+not cost its first :math:`k` iterations. With ``fit(..., checkpoint=PATH)`` the loop
+writes, every ``checkpoint_every`` iterations and once more after the last, everything the
+rest of the run depends on: the module's ``state_dict``, the optimiser and learning-rate
+schedule, the run's CPU generator, PyTorch's global CPU (and CUDA) generators, and the
+loop's own bookkeeping (losses, validation curve, best weights, ...). Calling the same
+``fit`` again with the same ``checkpoint`` continues from the last write; because every
+random draw comes from the saved generators, the resumed run ends with exactly the weights
+an uninterrupted run would have (``tests/train/test_checkpoint.py`` checks this for both
+models).
+
+A checkpoint records a *fingerprint* of the run: the ``fit`` arguments that shape the
+random stream and the schedule, and the shape and sum of the training data. Resuming
+with a different fingerprint raises a ``ValueError`` naming the differing entries instead
+of continuing a different run. ``resume=False`` ignores (and overwrites) an existing file.
+
+Files are written atomically (a temporary file in the same folder, then
+:func:`os.replace`), so a run killed while writing leaves the previous checkpoint intact.
+They are read with ``torch.load(weights_only=True)``: only tensors and plain Python
+containers, no pickled code.
+"""
+import os
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["Checkpointer", "data_fingerprint"]
+
+
+def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:
+    """Shape and float64 sum of ``x`` (``None`` stays ``None``): cheap evidence that a
+    resumed run trains on the same data."""
+    if x is None:
+        return None
+    return [list(x.shape), float(x.detach().double().sum())]
+
+
+def _rng_state() -> Dict[str, object]:
+    state: Dict[str, object] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, object]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    r"""Periodic, atomic checkpoints of one training loop.
+
+    Args:
+        path (str or Path, optional): checkpoint file; ``None`` disables everything
+            (:meth:`load` returns ``None``, :meth:`due` is always ``False``).
+        every (int): iterations between writes. (default: ``100``)
+        fingerprint (dict): what identifies the run (plain Python values); compared on
+            resume.
+        resume (bool): continue from an existing file; ``False`` starts afresh and
+            overwrites it. (default: ``True``)
+
+    The training loop calls :meth:`load` once before its first iteration (and restores
+    from the returned dict), :meth:`due` at the top of each iteration and :meth:`save`
+    when it is due and after the last iteration. :meth:`save` adds the global RNG states
+    and the iteration; :meth:`load` restores the global RNG states itself.
+    """
+
+    def __init__(self, path: Optional[Union[str, Path]], every: int = 100,
+                 fingerprint: Optional[dict] = None, resume: bool = True):
+        if isinstance(every, bool) or int(every) != every or every < 1:
+            raise ValueError(f"'checkpoint_every' must be a positive integer (got {every!r})")
+        self.path = None if path is None else Path(path)
+        self.every = int(every)
+        self.fingerprint = dict(fingerprint or {})
+        self.resume = bool(resume)
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def due(self, iteration: int) -> bool:
+        """Whether to write before running ``iteration`` (never before the first)."""
+        return self.enabled and iteration > 0 and iteration % self.every == 0
+
+    def load(self) -> Optional[Dict[str, object]]:
+        """The saved state of this run, or ``None`` (no file, disabled, or
+        ``resume=False``). Restores the global RNG states as a side effect."""
+        if not self.enabled or not self.resume or not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated or foreign file: say which one
+            raise ValueError(f"'checkpoint' {str(self.path)!r} could not be read as a "
+                             f"torch-stgen training checkpoint ({err})") from None
+        if not isinstance(state, dict) or "fingerprint" not in state:
+            raise ValueError(f"'checkpoint' {str(self.path)!r} is not a torch-stgen "
+                             f"training checkpoint")
+        saved = state["fingerprint"]
+        diff = sorted(k for k in set(saved) | set(self.fingerprint)
+                      if saved.get(k) != self.fingerprint.get(k))
+        if diff:
+            detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {self.fingerprint.get(k)!r}"
+                               for k in diff)
+            raise ValueError(f"'checkpoint' {str(self.path)!r} belongs to a different run "
+                             f"({detail}); pass resume=False (or delete the file) to start afresh")
+        _set_rng_state(state["rng"])
+        return state
+
+    def save(self, iteration: int, state: Dict[str, object]) -> None:
+        """Write ``state`` (tensors and plain containers) as the run's state before
+        ``iteration``."""
+        if not self.enabled:
+            return
+        full = dict(state, iteration=int(iteration), fingerprint=self.fingerprint,
+                    rng=_rng_state())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(full, tmp)
+        os.replace(tmp, self.path)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(path={None if self.path is None else str(self.path)!r}, "
+                f"every={self.every}, resume={self.resume})")
