@@ -1103,11 +1103,8 @@ class DiffRecon(nn.Module):
         start, elapsed = 0, 0.0
         saved = ckpt.load()
         if saved is not None:
-            self.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["opt"])
-            sched.load_state_dict(saved["sched"])
-            gen.set_state(saved["gen"])
-            start, elapsed = int(saved["iteration"]), float(saved["elapsed"])
+            start = ckpt.restore_loop_state(saved, self, opt, sched, gen)
+            elapsed = float(saved["elapsed"])
             curve = [tuple(c) for c in saved["curve"]]
             best = {k: tuple(v) for k, v in saved["best"].items()}
             if saved["sources"] is not None:
@@ -1118,9 +1115,8 @@ class DiffRecon(nn.Module):
                      n_pre + n_joint)
 
         def snapshot() -> Dict[str, object]:
-            return {"model": self.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "gen": gen.get_state(), "curve": curve,
-                    "best": best, "sources": sources, "source_mask": source_mask,
+            return {**ckpt.loop_state(self, opt, sched, gen), "curve": curve, "best": best,
+                    "sources": sources, "source_mask": source_mask,
                     "loss_c": loss_c.item(), "loss_f": loss_f.item(),
                     "elapsed": elapsed + _time.perf_counter() - t0}
 

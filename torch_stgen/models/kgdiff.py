@@ -601,18 +601,14 @@ class KGDiff(nn.Module):
         start = 0
         saved = ckpt.load()
         if saved is not None:
-            self.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["opt"])
-            sched.load_state_dict(saved["sched"])
-            gen.set_state(saved["gen"])
+            start = ckpt.restore_loop_state(saved, self, opt, sched, gen)
             if ema is not None:
                 ema.load_state_dict(saved["ema"])
-            hist, start = list(saved["loss"]), int(saved["iteration"])
+            hist = list(saved["loss"])
             log.info("KGDiff.fit resumes from %s at step %d of %d", ckpt.path, start, steps)
 
         def snapshot() -> Dict[str, object]:
-            return {"model": self.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "gen": gen.get_state(), "loss": hist,
+            return {**ckpt.loop_state(self, opt, sched, gen), "loss": hist,
                     "ema": None if ema is None else ema.state_dict()}
 
         bar = tqdm(range(start, int(steps)), initial=start, total=int(steps),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Dict, Optional, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["Checkpointer", "data_fingerprint"]
 
@@ -111,6 +111,27 @@ class Checkpointer:
                              f"({detail}); pass resume=False (or delete the file) to start afresh")
         _set_rng_state(state["rng"])
         return state
+
+    @staticmethod
+    def loop_state(module: nn.Module, opt: torch.optim.Optimizer,
+                   sched: torch.optim.lr_scheduler.LRScheduler,
+                   gen: torch.Generator) -> Dict[str, object]:
+        """The part of a checkpoint every loop has: weights, optimiser, schedule and the
+        run's generator (pass it to :meth:`save` together with the loop's own entries)."""
+        return {"model": module.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "gen": gen.get_state()}
+
+    @staticmethod
+    def restore_loop_state(state: Dict[str, object], module: nn.Module,
+                           opt: torch.optim.Optimizer,
+                           sched: torch.optim.lr_scheduler.LRScheduler,
+                           gen: torch.Generator) -> int:
+        """Load what :meth:`loop_state` saved; returns the iteration to continue from."""
+        module.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        return int(state["iteration"])
 
     def save(self, iteration: int, state: Dict[str, object]) -> None:
         """Write ``state`` (tensors and plain containers) as the run's state before
