@@ -48,7 +48,7 @@ from ..data.patterns import SparsePattern
 from ..data.scalers import StandardScaler
 from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
 from ..nn import STPointFormer, TPatternNet
-from ..train import Checkpointer, data_fingerprint
+from ..train import Checkpointer, architecture_fingerprint, data_fingerprint
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
                                ExternalConditioner, ObservedMapConditioner)
 
@@ -1077,7 +1077,8 @@ class DiffRecon(nn.Module):
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
         ckpt = Checkpointer(checkpoint, checkpoint_every, fingerprint={
-            "model": "DiffRecon", "patterns": [p.name for p in pats],
+            "model": "DiffRecon", "architecture": architecture_fingerprint(self),
+            "patterns": [p.name for p in pats],
             "pretrain_steps": pretrain_steps, "joint_steps": joint_steps,
             "batch_size": batch_size, "lr": lr, "pretrain": pretrain, "joint": joint,
             "joint_refresh": joint_refresh, "joint_sampling_steps": joint_sampling_steps,
@@ -1209,7 +1210,7 @@ class DiffRecon(nn.Module):
             if progress and it % 20 == 0:
                 bar.set_postfix(phase="joint" if joint_phase else "pre",
                                 loss_c=f"{loss_c.item():.3f}", loss_f=f"{loss_f.item():.3f}")
-        if start < n_pre + n_joint:
+        if ckpt.enabled and start < n_pre + n_joint:
             ckpt.save(n_pre + n_joint, snapshot())
         if val_check is not None:
             check(n_pre + n_joint)

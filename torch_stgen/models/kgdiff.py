@@ -70,7 +70,7 @@ from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDif
 from ..nn.delay import DelayEmbedding
 from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
-from ..train import EMA, Checkpointer, data_fingerprint
+from ..train import EMA, Checkpointer, architecture_fingerprint, data_fingerprint
 
 __all__ = ["KGDiff"]
 
@@ -593,7 +593,8 @@ class KGDiff(nn.Module):
         ema = None if ema_decay is None else EMA(self, ema_decay)
         S = x.shape[0]
         ckpt = Checkpointer(checkpoint, checkpoint_every, fingerprint={
-            "model": "KGDiff", "steps": int(steps), "batch_size": int(batch_size),
+            "model": "KGDiff", "architecture": architecture_fingerprint(self),
+            "steps": int(steps), "batch_size": int(batch_size),
             "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip,
             "seed": int(seed), "ema_decay": ema_decay, "x": data_fingerprint(x),
             "nodes": data_fingerprint(nodes), "mask": data_fingerprint(mask)},
@@ -634,7 +635,7 @@ class KGDiff(nn.Module):
             hist.append(value)
             if len(hist) % 50 == 0:
                 bar.set_postfix(loss=f"{sum(hist[-50:]) / 50:.4f}")
-        if start < int(steps):
+        if ckpt.enabled and start < int(steps):
             ckpt.save(int(steps), snapshot())
         if ema is not None:
             ema.copy_to(self)

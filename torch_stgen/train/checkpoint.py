@@ -13,7 +13,8 @@ an uninterrupted run would have (``tests/train/test_checkpoint.py`` checks this 
 models).
 
 A checkpoint records a *fingerprint* of the run: the ``fit`` arguments that shape the
-random stream and the schedule, and the shape and sum of the training data. Resuming
+random stream and the schedule, the shape and sum of the training data, and a hash of the
+model's parameter names and shapes. Resuming
 with a different fingerprint raises a ``ValueError`` naming the differing entries instead
 of continuing a different run. ``resume=False`` ignores (and overwrites) an existing file.
 
@@ -22,6 +23,7 @@ Files are written atomically (a temporary file in the same folder, then
 They are read with ``torch.load(weights_only=True)``: only tensors and plain Python
 containers, no pickled code.
 """
+import hashlib
 import os
 from pathlib import Path
 from typing import Dict, Optional, Union
@@ -29,7 +31,7 @@ from typing import Dict, Optional, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Checkpointer", "data_fingerprint"]
+__all__ = ["Checkpointer", "architecture_fingerprint", "data_fingerprint"]
 
 
 def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:
@@ -38,6 +40,14 @@ def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:
     if x is None:
         return None
     return [list(x.shape), float(x.detach().double().sum())]
+
+
+def architecture_fingerprint(module: nn.Module) -> str:
+    """A short hash of ``module``'s parameter and buffer names and shapes: a checkpoint of
+    another architecture is refused by name instead of failing inside
+    ``load_state_dict``."""
+    spec = ";".join(f"{k}:{tuple(v.shape)}" for k, v in module.state_dict().items())
+    return hashlib.sha1(spec.encode()).hexdigest()[:12]
 
 
 def _rng_state() -> Dict[str, object]:
@@ -146,5 +156,6 @@ class Checkpointer:
         os.replace(tmp, self.path)
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(path={None if self.path is None else str(self.path)!r}, "
-                f"every={self.every}, resume={self.resume})")
+        path = None if self.path is None else str(self.path)
+        return (f"{self.__class__.__name__}(path={path!r}, every={self.every}, "
+                f"resume={self.resume})")
