@@ -20,6 +20,8 @@ from torch_stgen.models.kgdiff import KGDiff
 from torch_stgen.nn import (GeometryMoEConv, STPointAttention, STPointFormer, TimesBlock,
                             TPatternNet, UNet2D)
 
+from _grids import daily_grid_series as _series
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -137,17 +139,6 @@ def test_unet_and_meta_pattern_diffusion_on_device(device):
 
 
 # ----------------------------------------------------------------------------- models
-def _series(T=40, C=2, H=8, W=4):
-    g = torch.Generator().manual_seed(0)
-    hours = torch.arange(T) % 24
-    base = 5 + 4 * torch.sin(2 * torch.pi * hours / 24)
-    fine = base[:, None, None, None] * (torch.rand(C, H, W, generator=g) + 0.5) \
-        + torch.rand(T, C, H, W, generator=g)
-    time = torch.stack([hours.float(), ((torch.arange(T) // 24) % 7).float(),
-                        torch.zeros(T)], 1)
-    return fine, time
-
-
 @pytest.mark.parametrize("joint_mode", ["sampled", "end_to_end"])
 def test_diffrecon_fit_and_reconstruct_on_device(device, joint_mode):
     fine, time = _series()

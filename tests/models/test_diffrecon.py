@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -9,16 +7,7 @@ from torch_stgen.models.baselines import (SRCNN, InterpolationUpsampling, UrbanF
 from torch_stgen.models.diffrecon import (DiffRecon, DiffusionC, DiffusionF,
                                           STPointFormerConditioner, TPatternConditioner)
 
-
-def _series(T=40, C=2, H=8, W=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    hours = torch.arange(T) % 24
-    base = 5 + 4 * torch.sin(2 * math.pi * hours / 24)                     # daily cycle
-    shares = torch.rand(C, H, W, generator=g) + 0.5
-    fine = base[:, None, None, None] * shares + torch.rand(T, C, H, W, generator=g)
-    time = torch.stack([hours.float(), ((torch.arange(T) // 24) % 7).float(),
-                        torch.zeros(T)], 1)
-    return fine, time
+from _grids import daily_grid_series as _series
 
 
 def _tiny(**kw):

@@ -1,7 +1,6 @@
 """Resumable training: a run cut off and re-run with the same checkpoint ends with exactly
 the weights of an uninterrupted run (DiffRecon and KGDiff), and a foreign checkpoint is
 refused."""
-import math
 
 import pytest
 import torch
@@ -9,6 +8,8 @@ from torch import nn
 
 from torch_stgen.models.diffrecon import DiffRecon
 from torch_stgen.train import EMA, Checkpointer, data_fingerprint
+
+from _grids import daily_grid_series as _series
 
 
 class _Cut(Exception):
@@ -39,17 +40,6 @@ def _same_weights(a: nn.Module, b: nn.Module):
 
 
 # ---------------------------------------------------------------------- DiffRecon
-def _series(T=40, C=2, H=8, W=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    hours = torch.arange(T) % 24
-    base = 5 + 4 * torch.sin(2 * math.pi * hours / 24)
-    fine = base[:, None, None, None] * (torch.rand(C, H, W, generator=g) + 0.5) \
-        + torch.rand(T, C, H, W, generator=g)
-    time = torch.stack([hours.float(), ((torch.arange(T) // 24) % 7).float(),
-                        torch.zeros(T)], 1)
-    return fine, time
-
-
 def _diffrecon():
     torch.manual_seed(0)
     return DiffRecon(channels=2, coarse_size=(4, 2), factor=2, history_c=3, history_f=6,
