@@ -92,3 +92,54 @@ def test_plot_profiles_errors():
         plot_profiles(real, {"x": real}, quantiles=(0.9, 0.1))
     with pytest.raises(ValueError, match="'mask' must have the shape"):
         plot_profiles(real, {"x": real}, mask=torch.ones(4, 3, 7))
+
+
+def test_plot_paired_differences_points_means_and_errors():
+    from torch_stgen.viz import plot_paired_differences
+    values = {"full": [2.0, 2.1, 2.2], "no A": [2.1, 2.3, 2.2], "no B": [1.9, 2.1, 2.3]}
+    fig = plot_paired_differences(values, reference="full")
+    ax = fig.axes[0]
+    pts = [c.get_offsets()[:, 1].tolist() for c in ax.collections
+           if c.get_offsets().shape[0] == 3]                      # the per-seed points
+    assert pts[0] == pytest.approx([0.1, 0.2, 0.0])
+    assert pts[1] == pytest.approx([-0.1, 0.0, 0.1], abs=1e-12)
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["+0.100", "+0.000"]                          # the paired means
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["no A", "no B"]
+    assert "n = 3" in ax.get_title()
+    one = plot_paired_differences({"full": [1.0], "x": [1.5]}, reference="full")
+    assert one.axes[0].texts[0].get_text() == "+0.500"
+    with pytest.raises(ValueError, match="'reference' 'base'"):
+        plot_paired_differences(values, reference="base")
+    with pytest.raises(ValueError, match=r"values\['no A'\] must have one value per seed"):
+        plot_paired_differences({"full": [1, 2], "no A": [1]}, reference="full")
+    with pytest.raises(ValueError, match="besides the reference"):
+        plot_paired_differences({"full": [1, 2]}, reference="full")
+
+
+def test_ablation_figure_script(tmp_path, capsys):
+    """benchmarks/ablation_figure.py: per-seed JSON files -> paired table and figure."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation_figure.py"
+    spec = importlib.util.spec_from_file_location("ablation_figure", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    files = {}
+    runs = {"full": [(2.0, 2.2), (2.1, 2.1)], "abl": [(2.2, 2.2), (2.0, 2.0)]}
+    for name, maes in runs.items():
+        files[name] = []
+        for seed, pair in enumerate(maes):
+            f = tmp_path / f"{name}{seed}.json"
+            f.write_text(json.dumps({"rows": [{"mae": m, "rmse": 2 * m} for m in pair]}))
+            files[name].append(str(f))
+    out = tmp_path / "abl.png"
+    assert mod.main(["--group", "full=" + ",".join(files["full"]),
+                     "--group", "abl=" + ",".join(files["abl"]), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    text = capsys.readouterr().out
+    # per-seed values are the means over each file's rows: full 2.1, 2.1; abl 2.2, 2.0
+    assert "| abl | 2.200, 2.000 | 2.100 | +0.100, -0.100; mean +0.000 ± 0.141 |" in text
+    with pytest.raises(SystemExit):
+        mod.main(["--group", "full", "--out", str(out)])

@@ -1,6 +1,6 @@
 r"""Plots of reconstructions and generated series (optional: ``pip install 'torch-stgen[viz]'``).
 
-Two pictures that a table cannot give:
+Pictures that a table cannot give:
 
 * :func:`plot_reconstruction` - one time step of a DiffRecon-style task: the observed coarse
   map (missing cells blank), the fine truth, every method's fine map on the truth's colour
@@ -8,8 +8,10 @@ Two pictures that a table cannot give:
 * :func:`plot_profiles` - KGDiff-style generation for unseen nodes: per node, the real
   daily profile (mean over days, with a quantile band) against each method's generated
   profile, plus the value distribution over all nodes (what the JSD compares).
+* :func:`plot_paired_differences` - ablations against the full model, paired by seed:
+  whether a gap is larger than what the seed alone does.
 
-Both return a :class:`matplotlib.figure.Figure` built without ``pyplot`` (no GUI backend,
+All return a :class:`matplotlib.figure.Figure` built without ``pyplot`` (no GUI backend,
 safe in scripts and on servers); save it with ``fig.savefig(path)`` or :func:`save`.
 """
 from pathlib import Path
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from .typing import require
 
-__all__ = ["plot_reconstruction", "plot_profiles", "save"]
+__all__ = ["plot_reconstruction", "plot_profiles", "plot_paired_differences", "save"]
 
 
 def _figure(nrows: int, ncols: int, size: Tuple[float, float]):
@@ -219,6 +221,58 @@ def plot_profiles(real: Tensor, generated: Mapping[str, Tensor],
     h.set_xlabel(ylabel, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_paired_differences(values: Mapping[str, Sequence[float]], reference: str,
+                            metric: str = "MAE", title: Optional[str] = None):
+    r"""Ablations (or any variants) against a reference model, paired by seed.
+
+    For each variant :math:`v` and seed :math:`s` the point :math:`d_{v,s} = m_{v,s} -
+    m_{\mathrm{ref},s}` (above 0: the variant is worse on a lower-is-better metric), with
+    the mean :math:`\bar d_v` and a bar of :math:`\pm` one standard deviation of the
+    :math:`d_{v,s}` across seeds (none for a single seed). Pairing removes what a seed does
+    to every model alike, so the spread shows whether a gap is more than seed noise.
+
+    Args:
+        values (mapping): model name -> per-seed metric values (the same seeds, in the
+            same order, for every model; ``reference`` included).
+        reference (str): the model the others are compared with (e.g. the full model).
+        metric (str): axis label. (default: ``"MAE"``)
+        title (str, optional): figure title.
+
+    Returns:
+        matplotlib.figure.Figure
+    """
+    if reference not in values:
+        raise ValueError(f"'reference' {reference!r} must be a key of 'values' "
+                         f"(got {list(values)})")
+    ref = torch.as_tensor(values[reference], dtype=torch.float64).reshape(-1)
+    others = {k: torch.as_tensor(v, dtype=torch.float64).reshape(-1)
+              for k, v in values.items() if k != reference}
+    if not others:
+        raise ValueError("'values' must hold at least one model besides the reference")
+    for k, v in others.items():
+        if v.shape != ref.shape:
+            raise ValueError(f"values[{k!r}] must have one value per seed of the reference "
+                             f"({ref.numel()}; got {v.numel()})")
+    fig, axes = _figure(1, 1, (max(3.6, 1.2 + 1.1 * len(others)), 3.2))
+    ax = axes[0, 0]
+    ax.axhline(0.0, color="black", lw=0.8)
+    for x, (name, v) in enumerate(others.items()):
+        d = v - ref
+        jitter = torch.linspace(-0.12, 0.12, d.numel()) if d.numel() > 1 else torch.zeros(1)
+        ax.scatter((x + jitter).numpy(), d.numpy(), s=18, color=f"C{x % 10}", zorder=3)
+        mean = float(d.mean())
+        sd = float(d.std()) if d.numel() > 1 else 0.0
+        ax.errorbar([x + 0.3], [mean], yerr=[sd], fmt="D", color="black", ms=5, capsize=3)
+        ax.annotate(f"{round(mean, 3) + 0.0:+.3f}", (x + 0.36, mean), fontsize=7, va="center")
+    ax.set_xticks(range(len(others)))
+    ax.set_xticklabels(list(others), rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(others) - 0.2)
+    ax.set_ylabel(f"{metric} minus {reference} (same seed)", fontsize=8)
+    ax.set_title(title or f"paired by seed, n = {ref.numel()}\n(above 0: worse than "
+                 f"{reference})", fontsize=9)
     return fig
 
 
