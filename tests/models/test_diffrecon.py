@@ -565,3 +565,19 @@ def test_independent_stages_make_the_pretrained_diffusion_f_independent_of_diffu
     (i_full, f_full, _), (i_abl, f_abl, _) = pair(False)
     assert not all(torch.equal(i_full[k], i_abl[k]) for k in i_full)  # coupled: init shifts
     assert not all(torch.equal(f_full[k], f_abl[k]) for k in f_full)
+
+
+def test_independent_stages_make_diffusion_c_independent_of_diffusion_f():
+    """The mirror image, through the joint phase too: with independent_stages, removing
+    T-PatternNet leaves Diffusion-C's whole training (and so every completion) unchanged."""
+    fine, time = _series()
+    kw = dict(patterns=["random:0.4", "block"], pretrain_steps=4, joint_steps=4,
+              joint_refresh=2, joint_sampling_steps=2, batch_size=8)
+    states = []
+    for use_tp in (True, False):
+        torch.manual_seed(7)
+        m = _tiny(use_tpatternnet=use_tp, independent_stages=True).fit(fine, time=time, **kw)
+        states.append((m.stage_c.state_dict(), m.stage_f.state_dict()))
+    (c_full, f_full), (c_abl, f_abl) = states
+    assert all(torch.equal(c_full[k], c_abl[k]) for k in c_full)       # same Diffusion-C
+    assert set(f_abl) < set(f_full)                                     # F really differs
