@@ -48,9 +48,9 @@ from ..data.patterns import SparsePattern
 from ..data.scalers import StandardScaler
 from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
 from ..nn import STPointFormer, TPatternNet
-from ..train import Checkpointer, architecture_fingerprint, data_fingerprint
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
                                ExternalConditioner, ObservedMapConditioner)
+from ..train import Checkpointer, architecture_fingerprint, data_fingerprint
 
 __all__ = ["STPointFormerConditioner", "TPatternConditioner", "PositionConditioner",
            "DiffusionC", "DiffusionF", "DiffRecon", "Reconstruction"]
