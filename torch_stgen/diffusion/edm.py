@@ -10,7 +10,8 @@ to 0. As in the reference implementation, the preconditioning is a thin wrapper 
 raw network and the sampler is a plain function over the :math:`\sigma` levels.
 """
 import math
-from typing import Callable, Optional, Union
+import warnings
+from typing import Callable, Dict, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +77,26 @@ class EDMPrecond(nn.Module):
             raise ValueError(f"'sigma_data' must be > 0 (got {sigma_data})")
         self.raw_net = raw_net
         self.sigma_data = float(sigma_data)
+
+    def get_extra_state(self) -> Dict[str, float]:
+        r""":math:`\sigma_d` travels with ``state_dict()``: a model may fit it from data
+        (KGDiff's ``sigma_data=None``), and a reloaded model must precondition alike."""
+        return {"sigma_data": self.sigma_data}
+
+    def set_extra_state(self, state: Dict[str, float]) -> None:
+        sd = float(state["sigma_data"])
+        if not sd > 0:
+            raise ValueError(f"state 'sigma_data' must be > 0 (got {sd})")
+        self.sigma_data = sd
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "_extra_state"
+        if key not in state_dict:          # written before sigma_data was part of the state
+            warnings.warn(f"state dict has no {key!r}: keeping sigma_data="
+                          f"{self.sigma_data} (set it by hand if the saved model fitted "
+                          f"another)", stacklevel=2)
+            state_dict[key] = self.get_extra_state()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def coefficients(self, sigma: Tensor):
         r"""Return ``(c_skip, c_out, c_in, c_noise)`` of Table 1 for ``sigma``

@@ -46,7 +46,8 @@ def architecture_fingerprint(module: nn.Module) -> str:
     """A short hash of ``module``'s parameter and buffer names and shapes: a checkpoint of
     another architecture is refused by name instead of failing inside
     ``load_state_dict``."""
-    spec = ";".join(f"{k}:{tuple(v.shape)}" for k, v in module.state_dict().items())
+    spec = ";".join(f"{k}:{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}"
+                    for k, v in module.state_dict().items())
     return hashlib.sha1(spec.encode()).hexdigest()[:12]
 
 
