@@ -204,12 +204,16 @@ def test_receptive_field_pruning_gives_the_same_guidance(aggregation):
     assert not torch.allclose(full, pruned)             # other rows were skipped
 
 
-def test_fit_sets_scaler_and_residual_sigma_data():
-    # two nodes at levels 10 and 20 (+ N(0, 1)): standardised std ~ 5.1, residual std ~ 1
+def two_level_series():
+    """Two nodes at levels 10 and 20 (+ N(0, 1)), 40 days of 16 steps each: standardised
+    std ~ 5.1, residual std ~ 1."""
     torch.manual_seed(0)
     x = torch.cat([torch.full((40, 16), 10.0), torch.full((40, 16), 20.0)])
-    x = x + torch.randn_like(x)
-    nodes = torch.cat([torch.zeros(40), torch.ones(40)]).long()
+    return x + torch.randn_like(x), torch.cat([torch.zeros(40), torch.ones(40)]).long()
+
+
+def test_fit_sets_scaler_and_residual_sigma_data():
+    x, nodes = two_level_series()
     m = make()
     m.fit(x, nodes, steps=1, batch_size=4, progress=False)
     assert float(m.scale_mean) == pytest.approx(float(x.mean()))
@@ -357,10 +361,7 @@ def test_state_dict_carries_the_fitted_sigma_data():
     """sigma_data=None fits sigma_d from the data; a model reloaded from state_dict() must
     precondition, and so generate, exactly as the trained one (it used to fall back to the
     default 0.5 and generate different series)."""
-    torch.manual_seed(0)
-    x = torch.cat([torch.full((40, 16), 10.0), torch.full((40, 16), 20.0)])
-    x = x + torch.randn_like(x)
-    nodes = torch.cat([torch.zeros(40), torch.ones(40)]).long()
+    x, nodes = two_level_series()
     trained = make()
     trained.fit(x, nodes, steps=3, batch_size=4, progress=False)
     assert trained.precond.sigma_data != 0.5                         # fitted, not the default
