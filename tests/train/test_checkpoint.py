@@ -164,6 +164,10 @@ def test_checkpointer_writes_atomically_and_names_bad_files(tmp_path):
     torch.manual_seed(10)
     state = Checkpointer(path, fingerprint={"a": 1}).load()     # restores the global RNG
     assert state["iteration"] == 5 and torch.equal(state["x"], torch.arange(3))
+    resumed = Checkpointer(path, every=5, fingerprint={"a": 1})
+    resumed.load()
+    assert not resumed.due(5) and resumed.due(10)    # the loaded state is not rewritten
+    resumed.finish(5, lambda: pytest.fail("a finished run must not be written again"))
     torch.testing.assert_close(torch.rand(2), want)
     assert Checkpointer(path, fingerprint={"a": 1}, resume=False).load() is None
     assert Checkpointer(None).load() is None and not Checkpointer(None).due(100)

@@ -1133,7 +1133,7 @@ class DiffRecon(nn.Module):
                     best[key] = (v, done, copy.deepcopy(stage.state_dict()))
 
         for it in bar:
-            if it != start and ckpt.due(it):
+            if ckpt.due(it):
                 ckpt.save(it, snapshot())
             if val_check is not None and it and it % int(val_every) == 0:
                 check(it)
@@ -1210,8 +1210,7 @@ class DiffRecon(nn.Module):
             if progress and it % 20 == 0:
                 bar.set_postfix(phase="joint" if joint_phase else "pre",
                                 loss_c=f"{loss_c.item():.3f}", loss_f=f"{loss_f.item():.3f}")
-        if ckpt.enabled and start < n_pre + n_joint:
-            ckpt.save(n_pre + n_joint, snapshot())
+        ckpt.finish(n_pre + n_joint, snapshot)
         if val_check is not None:
             check(n_pre + n_joint)
             self.stage_c.load_state_dict(best["c"][2])

@@ -615,7 +615,7 @@ class KGDiff(nn.Module):
         bar = tqdm(range(start, int(steps)), initial=start, total=int(steps),
                    disable=not progress, desc="KGDiff train", leave=False)
         for step in bar:
-            if step != start and ckpt.due(step):
+            if ckpt.due(step):
                 ckpt.save(step, snapshot())
             idx = torch.randint(0, S, (min(int(batch_size), S),), generator=gen)
             loss = self.loss(x[idx].to(device), nodes[idx].to(device), obs[idx].to(device),
@@ -635,8 +635,7 @@ class KGDiff(nn.Module):
             hist.append(value)
             if len(hist) % 50 == 0:
                 bar.set_postfix(loss=f"{sum(hist[-50:]) / 50:.4f}")
-        if ckpt.enabled and start < int(steps):
-            ckpt.save(int(steps), snapshot())
+        ckpt.finish(int(steps), snapshot)
         if ema is not None:
             ema.copy_to(self)
         self.eval()

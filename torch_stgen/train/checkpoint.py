@@ -26,7 +26,7 @@ containers, no pickled code.
 import hashlib
 import os
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -77,8 +77,8 @@ class Checkpointer:
             overwrites it. (default: ``True``)
 
     The training loop calls :meth:`load` once before its first iteration (and restores
-    from the returned dict), :meth:`due` at the top of each iteration and :meth:`save`
-    when it is due and after the last iteration. :meth:`save` adds the global RNG states
+    from the returned dict), :meth:`due` at the top of each iteration (then :meth:`save`)
+    and :meth:`finish` after the last iteration. :meth:`save` adds the global RNG states
     and the iteration; :meth:`load` restores the global RNG states itself.
     """
 
@@ -90,14 +90,22 @@ class Checkpointer:
         self.every = int(every)
         self.fingerprint = dict(fingerprint or {})
         self.resume = bool(resume)
+        self.start = 0          # the iteration this run starts from (set by :meth:`load`)
 
     @property
     def enabled(self) -> bool:
         return self.path is not None
 
     def due(self, iteration: int) -> bool:
-        """Whether to write before running ``iteration`` (never before the first)."""
-        return self.enabled and iteration > 0 and iteration % self.every == 0
+        """Whether to write before running ``iteration`` (never before the first one this
+        run executes: that state is already on disk or is the fresh start)."""
+        return self.enabled and iteration > self.start and iteration % self.every == 0
+
+    def finish(self, total: int, snapshot: Callable[[], Dict[str, object]]) -> None:
+        """After the last iteration: write ``snapshot()`` as the finished state, unless
+        checkpointing is off or this run trained nothing (it resumed a finished file)."""
+        if self.enabled and self.start < int(total):
+            self.save(total, snapshot())
 
     def load(self) -> Optional[Dict[str, object]]:
         """The saved state of this run, or ``None`` (no file, disabled, or
@@ -121,6 +129,7 @@ class Checkpointer:
             raise ValueError(f"'checkpoint' {str(self.path)!r} belongs to a different run "
                              f"({detail}); pass resume=False (or delete the file) to start afresh")
         _set_rng_state(state["rng"])
+        self.start = int(state["iteration"])
         return state
 
     @staticmethod
