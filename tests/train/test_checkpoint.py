@@ -196,3 +196,17 @@ def test_ema_state_round_trip():
         torch.testing.assert_close(other.shadow[k], ema.shadow[k])
     with pytest.raises(ValueError, match="differing names"):
         EMA(nn.Linear(3, 2, bias=False)).load_state_dict(ema.state_dict())
+
+
+def test_a_checkpoint_of_the_older_layout_is_refused_by_name(kgdiff_data, tmp_path):
+    x, nodes, kw, _, _ = kgdiff_data
+    path = tmp_path / "kg.pt"
+    _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
+    state = torch.load(path, weights_only=True)        # rewrite in the layout without per-rank entries
+    own = state.pop("ranks")[0]
+    state.update(gen=own["gen"], rng=own["rng"], loss=own["loss"])
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="older torch-stgen.*resume=False"):
+        _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
+    _kgdiff().fit(x, nodes, checkpoint=path, resume=False, **dict(kw, steps=2))
+    assert "ranks" in torch.load(path, weights_only=True)

@@ -51,6 +51,7 @@ from ..nn import STPointFormer, TPatternNet
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
                                ExternalConditioner, ObservedMapConditioner)
 from ..train import Checkpointer, architecture_fingerprint, data_fingerprint
+from ..train.distributed import DataParallelLoss, all_mean, is_main_process, rank_seed
 
 __all__ = ["STPointFormerConditioner", "TPatternConditioner", "PositionConditioner",
            "DiffusionC", "DiffusionF", "DiffRecon", "Reconstruction"]
@@ -1052,7 +1053,7 @@ class DiffRecon(nn.Module):
                              "'v_prediction' (got 'epsilon')")
         time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
                                                  self.ext_features)
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(rank_seed(seed))    # = seed on a single process
         # the series stays on the CPU (as do all random draws, so the training stream does
         # not depend on the device); each batch moves to the model's device
         fine = fine.cpu()
@@ -1108,51 +1109,35 @@ class DiffRecon(nn.Module):
             elapsed = float(saved["elapsed"])
             curve = [tuple(c) for c in saved["curve"]]
             best = {k: tuple(v) for k, v in saved["best"].items()}
-            if saved["sources"] is not None:
-                sources, source_mask = saved["sources"], saved["source_mask"]
+            own = saved["rank"]                     # this rank's completions and losses
+            if own["sources"] is not None:
+                sources, source_mask = own["sources"], own["source_mask"]
                 comp = sources[1:]
-            loss_c, loss_f = torch.tensor(saved["loss_c"]), torch.tensor(saved["loss_f"])
+            loss_c, loss_f = torch.tensor(own["loss_c"]), torch.tensor(own["loss_f"])
             log.info("DiffRecon.fit resumes from %s at iteration %d of %d", ckpt.path, start,
                      n_pre + n_joint)
 
         def snapshot() -> Dict[str, object]:
-            return {**ckpt.loop_state(self, opt, sched, gen), "curve": curve, "best": best,
-                    "sources": sources, "source_mask": source_mask,
-                    "loss_c": loss_c.item(), "loss_f": loss_f.item(),
+            state = ckpt.loop_state(self, opt, sched, gen)
+            state["rank"].update(sources=sources, source_mask=source_mask,
+                                 loss_c=loss_c.item(), loss_f=loss_f.item())
+            return {**state, "curve": curve, "best": best,
                     "elapsed": elapsed + _time.perf_counter() - t0}
 
         bar = tqdm(range(start, n_pre + n_joint), initial=start, total=n_pre + n_joint,
-                   disable=not progress, desc="DiffRecon fit")
+                   disable=not progress or not is_main_process(), desc="DiffRecon fit")
 
         def check(done: int) -> None:
             lc, lf = self._validation_losses(val_check, steps=joint_sampling_steps,
                                              sampler=joint_sampler)
+            lc, lf = all_mean(lc), all_mean(lf)     # every rank keeps the same weights
             curve.append((done, lc, lf))
             for key, stage, v in (("c", self.stage_c, lc), ("f", self.stage_f, lf)):
                 if key not in best or v < best[key][0]:
                     best[key] = (v, done, copy.deepcopy(stage.state_dict()))
 
-        for it in bar:
-            if ckpt.due(it):
-                ckpt.save(it, snapshot())
-            if val_check is not None and it and it % int(val_every) == 0:
-                check(it)
-            joint_phase = it >= n_pre
-            if joint_phase and joint_mode == "sampled" and \
-                    (it - n_pre) % max(1, joint_refresh) == 0:
-                self.eval()
-                if joint_series is None:
-                    pick = list(range(len(pats)))
-                else:
-                    pick = torch.randperm(len(pats), generator=gen)[:joint_series].tolist()
-                comp, comp_mask = self._complete_series(zc, [pats[i] for i in pick], time,
-                                                        ext, step_feats, gen,
-                                                        joint_sampling_steps, 512,
-                                                        joint_sampler)
-                # source 0 = the truth (all observed), 1..P = the completion series
-                sources = torch.cat([zc.unsqueeze(0), comp])       # [1 + P, T, C, I, J]
-                source_mask = torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask])
-                self.train()
+        def losses(joint_phase: bool) -> Tuple[Tensor, Tensor]:
+            """One iteration's denoising losses of both stages on this rank's batch."""
             t_idx = targets[torch.randint(len(targets), (batch_size,), generator=gen)]
             # Diffusion-C on simulated masks
             m = SparsePattern.draw_mixture(pats, batch_size, self.history_c,
@@ -1198,6 +1183,31 @@ class DiffRecon(nn.Module):
             else:
                 b_f = self._f_batch(zc, t_idx, time, ext)
             loss_f = self.stage_f.loss(b_f, zf[t_idx], gen)
+            return loss_c, loss_f
+
+        ddp_loss = DataParallelLoss(self)      # averages gradients over ranks under DDP
+        for it in bar:
+            if ckpt.due(it):
+                ckpt.save(it, snapshot())
+            if val_check is not None and it and it % int(val_every) == 0:
+                check(it)
+            joint_phase = it >= n_pre
+            if joint_phase and joint_mode == "sampled" and \
+                    (it - n_pre) % max(1, joint_refresh) == 0:
+                self.eval()
+                if joint_series is None:
+                    pick = list(range(len(pats)))
+                else:
+                    pick = torch.randperm(len(pats), generator=gen)[:joint_series].tolist()
+                comp, comp_mask = self._complete_series(zc, [pats[i] for i in pick], time,
+                                                        ext, step_feats, gen,
+                                                        joint_sampling_steps, 512,
+                                                        joint_sampler)
+                # source 0 = the truth (all observed), 1..P = the completion series
+                sources = torch.cat([zc.unsqueeze(0), comp])       # [1 + P, T, C, I, J]
+                source_mask = torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask])
+                self.train()
+            loss_c, loss_f = ddp_loss(lambda: losses(joint_phase))
             opt.zero_grad(set_to_none=True)
             (loss_c + loss_f).backward()
             if self.independent_stages:             # each stage's norm bounds only itself

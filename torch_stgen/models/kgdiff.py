@@ -71,6 +71,7 @@ from ..nn.delay import DelayEmbedding
 from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
 from ..train import EMA, Checkpointer, architecture_fingerprint, data_fingerprint
+from ..train.distributed import DataParallelLoss, is_main_process, rank_seed
 
 __all__ = ["KGDiff"]
 
@@ -583,13 +584,15 @@ class KGDiff(nn.Module):
             self.precond.sigma_data = self._residual_std(x, nodes, obs)
             log.info("KGDiff sigma_data = %.4f (training residual)", self.precond.sigma_data)
         device = self.scale_mean.device
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        gen = torch.Generator(device="cpu").manual_seed(rank_seed(seed))  # seed on 1 process
         opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr,
                                weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
         hist = []
         self.train()
+        # under DDP: rank 0's weights go to every rank here, before the EMA copies them
+        ddp_loss = DataParallelLoss(self)      # averages gradients over ranks under DDP
         ema = None if ema_decay is None else EMA(self, ema_decay)
         S = x.shape[0]
         ckpt = Checkpointer(checkpoint, checkpoint_every, fingerprint={
@@ -605,21 +608,23 @@ class KGDiff(nn.Module):
             start = ckpt.restore_loop_state(saved, self, opt, sched, gen)
             if ema is not None:
                 ema.load_state_dict(saved["ema"])
-            hist = list(saved["loss"])
+            hist = list(saved["rank"]["loss"])
             log.info("KGDiff.fit resumes from %s at step %d of %d", ckpt.path, start, steps)
 
         def snapshot() -> Dict[str, object]:
-            return {**ckpt.loop_state(self, opt, sched, gen), "loss": hist,
-                    "ema": None if ema is None else ema.state_dict()}
+            state = ckpt.loop_state(self, opt, sched, gen)
+            state["rank"]["loss"] = hist
+            return {**state, "ema": None if ema is None else ema.state_dict()}
 
         bar = tqdm(range(start, int(steps)), initial=start, total=int(steps),
-                   disable=not progress, desc="KGDiff train", leave=False)
+                   disable=not progress or not is_main_process(), desc="KGDiff train",
+                   leave=False)
         for step in bar:
             if ckpt.due(step):
                 ckpt.save(step, snapshot())
             idx = torch.randint(0, S, (min(int(batch_size), S),), generator=gen)
-            loss = self.loss(x[idx].to(device), nodes[idx].to(device), obs[idx].to(device),
-                             generator=gen)
+            loss = ddp_loss(lambda: self.loss(x[idx].to(device), nodes[idx].to(device),
+                                              obs[idx].to(device), generator=gen))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:

@@ -22,6 +22,11 @@ Files are written atomically (a temporary file in the same folder, then
 :func:`os.replace`), so a run killed while writing leaves the previous checkpoint intact.
 They are read with ``torch.load(weights_only=True)``: only tensors and plain Python
 containers, no pickled code.
+
+Under data-parallel training (:mod:`torch_stgen.train.distributed`) every rank calls the
+same methods: :meth:`save` gathers each rank's own entries (its generators, and whatever
+the loop puts under ``"rank"``) and rank 0 alone writes; :meth:`load` hands each rank its
+own entries back. The number of ranks is part of the fingerprint.
 """
 import hashlib
 import os
@@ -30,6 +35,8 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 from torch import Tensor, nn
+
+from .distributed import all_gather_objects, get_rank, get_world_size, is_main_process
 
 __all__ = ["Checkpointer", "architecture_fingerprint", "data_fingerprint"]
 
@@ -80,6 +87,10 @@ class Checkpointer:
     from the returned dict), :meth:`due` at the top of each iteration (then :meth:`save`)
     and :meth:`finish` after the last iteration. :meth:`save` adds the global RNG states
     and the iteration; :meth:`load` restores the global RNG states itself.
+
+    The state passed to :meth:`save` may hold a ``"rank"`` dict of entries that differ
+    between ranks (:meth:`loop_state` puts the run's generator there); :meth:`load`
+    returns this rank's ``"rank"`` dict again.
     """
 
     def __init__(self, path: Optional[Union[str, Path]], every: int = 100,
@@ -89,6 +100,8 @@ class Checkpointer:
         self.path = None if path is None else Path(path)
         self.every = int(every)
         self.fingerprint = dict(fingerprint or {})
+        if get_world_size() > 1:
+            self.fingerprint["world_size"] = get_world_size()
         self.resume = bool(resume)
         self.start = 0          # the iteration this run starts from (set by :meth:`load`)
 
@@ -128,7 +141,12 @@ class Checkpointer:
                                for k in diff)
             raise ValueError(f"'checkpoint' {str(self.path)!r} belongs to a different run "
                              f"({detail}); pass resume=False (or delete the file) to start afresh")
-        _set_rng_state(state["rng"])
+        if "ranks" not in state:        # written before per-rank entries existed
+            raise ValueError(f"'checkpoint' {str(self.path)!r} was written by an older "
+                             f"torch-stgen (no per-rank entries); pass resume=False (or "
+                             f"delete the file) to start afresh")
+        state["rank"] = state.pop("ranks")[get_rank()]
+        _set_rng_state(state["rank"]["rng"])
         self.start = int(state["iteration"])
         return state
 
@@ -137,9 +155,10 @@ class Checkpointer:
                    sched: torch.optim.lr_scheduler.LRScheduler,
                    gen: torch.Generator) -> Dict[str, object]:
         """The part of a checkpoint every loop has: weights, optimiser, schedule and the
-        run's generator (pass it to :meth:`save` together with the loop's own entries)."""
+        run's generator (pass it to :meth:`save` together with the loop's own entries;
+        per-rank entries go into the ``"rank"`` dict next to the generator)."""
         return {"model": module.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "gen": gen.get_state()}
+                "sched": sched.state_dict(), "rank": {"gen": gen.get_state()}}
 
     @staticmethod
     def restore_loop_state(state: Dict[str, object], module: nn.Module,
@@ -150,16 +169,19 @@ class Checkpointer:
         module.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
+        gen.set_state(state["rank"]["gen"])
         return int(state["iteration"])
 
     def save(self, iteration: int, state: Dict[str, object]) -> None:
         """Write ``state`` (tensors and plain containers) as the run's state before
-        ``iteration``."""
+        ``iteration``. Collective under data-parallel training; rank 0 writes."""
         if not self.enabled:
             return
-        full = dict(state, iteration=int(iteration), fingerprint=self.fingerprint,
-                    rng=_rng_state())
+        ranks = all_gather_objects(dict(state.get("rank", {}), rng=_rng_state()))
+        if not is_main_process():
+            return
+        full = {k: v for k, v in state.items() if k != "rank"}
+        full.update(ranks=ranks, iteration=int(iteration), fingerprint=self.fingerprint)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         torch.save(full, tmp)
