@@ -37,3 +37,20 @@ def test_reconstruct_and_plot_example(monkeypatch, capsys, tmp_path):
     assert found, out
     assert all(0 < float(v) < 1e3 for v in found.groups())
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_distributed_example_under_torchrun(tmp_path):
+    import shutil
+    import subprocess
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    out = tmp_path / "w.pt"
+    proc = subprocess.run(cmd + ["--standalone", "--nproc_per_node", "2",
+                                 str(EXAMPLES / "distributed_training.py"), "--steps", "10",
+                                 "--days", "6", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    found = re.search(r"ranks 2: .* MAE on (\d+) test hours ([0-9.]+)", proc.stdout)
+    assert found, proc.stdout
+    assert int(found.group(1)) == 36 and 0 < float(found.group(2)) < 1e3
+    assert set(torch.load(out, weights_only=True)) >= {"fine_mean", "fine_std"}
