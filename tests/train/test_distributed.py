@@ -84,3 +84,29 @@ def test_setup_names_missing_launcher_variables(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(RuntimeError, match="torchrun --nproc_per_node 2"):
         setup_distributed()
+
+
+def test_throughput_benchmark_under_torchrun(tmp_path):
+    """benchmarks/distributed.py under two ranks: rank 0 writes one row per model with the
+    world size and the throughput of both ranks' samples, merged with earlier rows."""
+    import json
+    out = tmp_path / "d.json"
+    out.write_text(json.dumps([{"model": "kgdiff", "world_size": 1, "threads_per_rank": 1,
+                                "batch_per_rank": 32, "steps": 2, "seconds": 1.0,
+                                "samples_per_s": 64.0, "final_loss": 1.0}]))
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"])
+    script = HERE.parents[1] / "benchmarks" / "distributed.py"
+    proc = subprocess.run(cmd + ["--standalone", "--nproc_per_node", "2", str(script),
+                                 "--steps", "2", "--joint-steps", "1", "--batch-size", "4",
+                                 "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(out.read_text())
+    assert [(r["model"], r["world_size"]) for r in rows] == [
+        ("kgdiff", 1), ("diffrecon", 2), ("kgdiff", 2)]
+    for r in rows[1:]:
+        assert r["samples_per_s"] == pytest.approx(2 * 4 * r["steps"] / r["seconds"])
+    assert rows[1]["steps"] == 3 and rows[2]["steps"] == 2
+    assert "| kgdiff | 2 | 1 | 4 | 2 |" in proc.stdout     # printed once, by rank 0
+    assert proc.stdout.count("| model |") == 1
