@@ -73,6 +73,12 @@ def main(out: Path) -> None:
     second = _diffrecon().fit(fine, checkpoint=path, checkpoint_every=2, **fkw)
     res["dr_resumed"] = second.state_dict()
 
+    # every rank must be given the same data
+    try:
+        _kgdiff().fit(xs + rank, nodes, **kw)
+    except ValueError as err:
+        res["mismatch"] = str(err)
+
     # sharded work, gathered in rank order
     items = list(range(7))
     res["gathered"] = all_gather_cat(torch.tensor(shard(items)) * 10)

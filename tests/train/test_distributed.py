@@ -63,6 +63,13 @@ def test_resumed_data_parallel_runs_match_uninterrupted_ones(ranks):
     assert dr["iteration"] == 12 and len(dr["ranks"]) == 2
 
 
+def test_ranks_given_different_data_are_refused_by_name(ranks):
+    (r0, r1), _ = ranks
+    for r in (r0, r1):
+        assert "different runs (x: [" in r["mismatch"], r.get("mismatch")
+        assert "same data" in r["mismatch"]
+
+
 def test_sharded_results_gather_in_order(ranks):
     (r0, r1), _ = ranks
     expected = torch.arange(7) * 10

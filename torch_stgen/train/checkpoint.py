@@ -26,7 +26,9 @@ containers, no pickled code.
 Under data-parallel training (:mod:`torch_stgen.train.distributed`) every rank calls the
 same methods: :meth:`save` gathers each rank's own entries (its generators, and whatever
 the loop puts under ``"rank"``) and rank 0 alone writes; :meth:`load` hands each rank its
-own entries back. The number of ranks is part of the fingerprint.
+own entries back. The number of ranks is part of the fingerprint, and a
+:class:`Checkpointer` refuses to start (``ValueError``, on every rank) when the ranks'
+fingerprints differ, e.g. when each rank was passed its own part of the data.
 """
 import hashlib
 import os
@@ -102,6 +104,15 @@ class Checkpointer:
         self.fingerprint = dict(fingerprint or {})
         if get_world_size() > 1:
             self.fingerprint["world_size"] = get_world_size()
+            # every rank must train the same run (same data, arguments and architecture)
+            seen = all_gather_objects(self.fingerprint)
+            diff = sorted(k for k in self.fingerprint
+                          if any(other.get(k) != self.fingerprint[k] for other in seen))
+            if diff:
+                detail = "; ".join(f"{k}: {[other.get(k) for other in seen]!r}" for k in diff)
+                raise ValueError(f"data-parallel ranks were given different runs ({detail}, "
+                                 f"by rank); pass every rank the same data and arguments "
+                                 f"(each rank draws its own batches from them)")
         self.resume = bool(resume)
         self.start = 0          # the iteration this run starts from (set by :meth:`load`)
 
