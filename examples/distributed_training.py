@@ -51,9 +51,12 @@ def main():
     ctx = 11                                      # context steps before each part
     steps = torch.arange(test.start, test.stop)
     mine = shard(steps)                           # this rank's contiguous test steps
-    sl = slice(int(mine[0]) - ctx, int(mine[-1]) + 1)
-    part = model.reconstruct(observed[sl], mask[sl], history=ctx, time=time[sl],
-                             num_samples=2, steps=10, seed=get_rank()).fine
+    if len(mine):
+        sl = slice(int(mine[0]) - ctx, int(mine[-1]) + 1)
+        part = model.reconstruct(observed[sl], mask[sl], history=ctx, time=time[sl],
+                                 num_samples=2, steps=10, seed=get_rank()).fine
+    else:                                         # more ranks than test steps
+        part = fine.new_zeros((0,) + tuple(fine.shape[1:])).to(device)
     pred = all_gather_cat(part.clamp_min(0), dim=0)            # every test step, in order
     if is_main_process():
         print(f"ranks {get_world_size()}: trained on {get_world_size()} x 16 maps per step; "

@@ -79,6 +79,22 @@ def main(out: Path) -> None:
     except ValueError as err:
         res["mismatch"] = str(err)
 
+    # ... and the same checkpoint file
+    try:
+        _kgdiff().fit(xs, nodes, checkpoint=out / f"own{rank}.pt", **kw)
+    except ValueError as err:
+        res["own_file"] = str(err)
+
+    # a loss that turns NaN on rank 1 only stops both ranks at the same step
+    nan_model = _kgdiff()
+    if rank == 1:
+        real = nan_model.loss
+        nan_model.loss = lambda *a, **k: real(*a, **k) * float("nan")
+    try:
+        nan_model.fit(xs, nodes, **kw)
+    except FloatingPointError as err:
+        res["diverged"] = str(err)
+
     # sharded work, gathered in rank order
     items = list(range(7))
     res["gathered"] = all_gather_cat(torch.tensor(shard(items)) * 10)

@@ -68,6 +68,13 @@ def test_ranks_given_different_data_are_refused_by_name(ranks):
     for r in (r0, r1):
         assert "different runs (x: [" in r["mismatch"], r.get("mismatch")
         assert "same data" in r["mismatch"]
+        assert "different runs (checkpoint: [" in r["own_file"] and "own1.pt" in r["own_file"]
+
+
+def test_a_diverging_rank_stops_every_rank(ranks):
+    (r0, r1), _ = ranks
+    for r in (r0, r1):
+        assert "KGDiff training diverged" in r["diverged"] and "norm nan" in r["diverged"]
 
 
 def test_sharded_results_gather_in_order(ranks):

@@ -1221,6 +1221,7 @@ class DiffRecon(nn.Module):
                 bar.set_postfix(phase="joint" if joint_phase else "pre",
                                 loss_c=f"{loss_c.item():.3f}", loss_f=f"{loss_f.item():.3f}")
         ckpt.finish(n_pre + n_joint, snapshot)
+        ddp_loss.sync_buffers()
         if val_check is not None:
             check(n_pre + n_joint)
             self.stage_c.load_state_dict(best["c"][2])

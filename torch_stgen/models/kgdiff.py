@@ -71,7 +71,8 @@ from ..nn.delay import DelayEmbedding
 from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
 from ..train import EMA, Checkpointer, architecture_fingerprint, data_fingerprint
-from ..train.distributed import DataParallelLoss, is_main_process, rank_seed
+from ..train.distributed import (DataParallelLoss, is_distributed, is_main_process,
+                                 rank_seed)
 
 __all__ = ["KGDiff"]
 
@@ -562,7 +563,8 @@ class KGDiff(nn.Module):
                 afresh and overwrites it. (default: ``True``)
 
         Returns:
-            dict with the per-step ``loss`` list.
+            dict with the per-step ``loss`` list (under data-parallel training, the
+            losses of this rank's own batches).
         """
         self._check_batch(x, mask)
         # the samples stay on the CPU (as do the random draws, so the training stream does
@@ -627,20 +629,23 @@ class KGDiff(nn.Module):
                                               obs[idx].to(device), generator=gen))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
+            # the norm of the (rank-averaged) gradient is the same on every rank, so all
+            # ranks stop together; max_norm=inf measures without clipping
+            norm = nn.utils.clip_grad_norm_(self.parameters(), grad_clip or math.inf)
+            value = float(loss.detach())
+            if not math.isfinite(float(norm)) or \
+                    (not is_distributed() and not math.isfinite(value)):
+                raise FloatingPointError(f"KGDiff training diverged (loss {value}, gradient "
+                                         f"norm {float(norm)}); lower 'lr' (got {lr})")
             opt.step()
             sched.step()
             if ema is not None:
                 ema.update()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"KGDiff training diverged (loss {value}); "
-                                         f"lower 'lr' (got {lr})")
             hist.append(value)
             if len(hist) % 50 == 0:
                 bar.set_postfix(loss=f"{sum(hist[-50:]) / 50:.4f}")
         ckpt.finish(int(steps), snapshot)
+        ddp_loss.sync_buffers()                 # e.g. the Geometry MoE input scales
         if ema is not None:
             ema.copy_to(self)
         self.eval()

@@ -38,7 +38,8 @@ from typing import Callable, Dict, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .distributed import all_gather_objects, get_rank, get_world_size, is_main_process
+from .distributed import (all_gather_objects, gather_objects_to_main, get_rank,
+                          get_world_size)
 
 __all__ = ["Checkpointer", "architecture_fingerprint", "data_fingerprint"]
 
@@ -102,19 +103,21 @@ class Checkpointer:
         self.path = None if path is None else Path(path)
         self.every = int(every)
         self.fingerprint = dict(fingerprint or {})
+        self.resume = bool(resume)
+        self.start = 0          # the iteration this run starts from (set by :meth:`load`)
         if get_world_size() > 1:
             self.fingerprint["world_size"] = get_world_size()
             # every rank must train the same run (same data, arguments and architecture)
-            seen = all_gather_objects(self.fingerprint)
-            diff = sorted(k for k in self.fingerprint
-                          if any(other.get(k) != self.fingerprint[k] for other in seen))
+            # and checkpoint it the same way (one shared file)
+            mine = dict(self.fingerprint, checkpoint=None if path is None else str(path),
+                        checkpoint_every=self.every, resume=self.resume)
+            seen = all_gather_objects(mine)
+            diff = sorted(k for k in mine if any(other.get(k) != mine[k] for other in seen))
             if diff:
                 detail = "; ".join(f"{k}: {[other.get(k) for other in seen]!r}" for k in diff)
                 raise ValueError(f"data-parallel ranks were given different runs ({detail}, "
                                  f"by rank); pass every rank the same data and arguments "
                                  f"(each rank draws its own batches from them)")
-        self.resume = bool(resume)
-        self.start = 0          # the iteration this run starts from (set by :meth:`load`)
 
     @property
     def enabled(self) -> bool:
@@ -133,7 +136,18 @@ class Checkpointer:
 
     def load(self) -> Optional[Dict[str, object]]:
         """The saved state of this run, or ``None`` (no file, disabled, or
-        ``resume=False``). Restores the global RNG states as a side effect."""
+        ``resume=False``). Restores the global RNG states as a side effect. Under
+        data-parallel training every rank must find the same state (a ``ValueError``
+        names the iteration each rank found otherwise)."""
+        state = self._read()
+        starts = all_gather_objects(0 if state is None else int(state["iteration"]))
+        if len(set(starts)) > 1:
+            raise ValueError(f"'checkpoint' {str(self.path)!r}: the data-parallel ranks found "
+                             f"different states (iteration {starts}, by rank); the file "
+                             f"must be on a filesystem every rank shares")
+        return state
+
+    def _read(self) -> Optional[Dict[str, object]]:
         if not self.enabled or not self.resume or not self.path.exists():
             return None
         try:
@@ -188,8 +202,8 @@ class Checkpointer:
         ``iteration``. Collective under data-parallel training; rank 0 writes."""
         if not self.enabled:
             return
-        ranks = all_gather_objects(dict(state.get("rank", {}), rng=_rng_state()))
-        if not is_main_process():
+        ranks = gather_objects_to_main(dict(state.get("rank", {}), rng=_rng_state()))
+        if ranks is None:                       # not rank 0: rank 0 writes
             return
         full = {k: v for k, v in state.items() if k != "rank"}
         full.update(ranks=ranks, iteration=int(iteration), fingerprint=self.fingerprint)

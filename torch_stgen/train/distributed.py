@@ -129,7 +129,8 @@ class DataParallelLoss:
     a :class:`~torch.nn.parallel.DistributedDataParallel` that wraps ``model``, which is
     what arms DDP's gradient all-reduce for the next ``backward()``; outside a process
     group (or with one rank) it just calls the closure. Wrapping copies rank 0's
-    parameters and buffers to every rank.
+    parameters and buffers to every rank; :meth:`sync_buffers` copies rank 0's buffers
+    again (call it after training, for buffers the model set during training).
 
     Any computation may happen in the closure (several sub-modules, sampling without
     gradients, ...), as long as every rank calls it once per optimiser step.
@@ -141,19 +142,35 @@ class DataParallelLoss:
     """
 
     def __init__(self, module: nn.Module):
+        self.module = module
         self.ddp = None
         if is_distributed():
             dev = next(module.parameters()).device
-            # buffers (scalers, graphs) are synced once, at wrapping, not at every forward
+            # buffers are copied from rank 0 here and by sync_buffers(), not at every forward
             sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
                     inspect.signature(nn.parallel.DistributedDataParallel).parameters
                     else {"broadcast_buffers": False})
             self.ddp = nn.parallel.DistributedDataParallel(
                 _Closure(module), device_ids=[dev.index] if dev.type == "cuda" else None,
                 find_unused_parameters=True, **sync)
+            self.sync_buffers()     # older PyTorch leaves them out of the initial copy
 
     def __call__(self, closure: Callable[[], Tensor]) -> Tensor:
         return closure() if self.ddp is None else self.ddp(closure)
+
+    @torch.no_grad()
+    def sync_buffers(self) -> None:
+        """Copy rank 0's buffers (scalers, cached scales, flags) to every rank.
+        Collective; a no-op outside a process group."""
+        if self.ddp is None:
+            return
+        for buf in self.module.buffers():
+            if buf.dtype == torch.bool:        # not every backend broadcasts bool
+                tmp = buf.to(torch.uint8)
+                dist.broadcast(tmp, src=0)
+                buf.copy_(tmp.bool())
+            else:
+                dist.broadcast(buf, src=0)
 
 
 def all_gather_objects(obj: T) -> List[T]:
@@ -163,6 +180,16 @@ def all_gather_objects(obj: T) -> List[T]:
         return [obj]
     out: List[T] = [None] * get_world_size()  # type: ignore[list-item]
     dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_objects_to_main(obj: T) -> Optional[List[T]]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on rank 0, ``None`` on the other ranks
+    (``[obj]`` outside a process group). Collective."""
+    if not is_distributed():
+        return [obj]
+    out: Optional[List[T]] = [None] * get_world_size() if is_main_process() else None
+    dist.gather_object(obj, out, dst=0)
     return out
 
 
