@@ -95,17 +95,33 @@ def test_loss_backpropagates_into_embeddings_moe_and_pattern():
     assert head_w.grad is not None and head_w.grad.abs().sum() > 0
 
 
-def test_missing_values_do_not_change_the_loss():
+@pytest.mark.parametrize("garbage", [1e6, float("nan")])
+def test_missing_values_do_not_change_the_loss(garbage):
     m = make().set_scaler(0.0, 1.0)
     x = torch.randn(4, 16)
     mask = torch.ones(4, 16)
     mask[:, 3] = 0
     y = x.clone()
-    y[:, 3] = 1e6                                      # garbage under mask 0
+    y[:, 3] = garbage                                  # garbage under mask 0
     g1, g2 = (torch.Generator().manual_seed(1) for _ in range(2))
     a = m.loss(x, torch.arange(4), mask, generator=g1)
     b = m.loss(y, torch.arange(4), mask, generator=g2)
-    assert torch.allclose(a, b)
+    assert torch.isfinite(b) and torch.allclose(a, b)
+
+
+def test_nan_at_missing_entries_trains_exactly_as_zeros():
+    """sigma_data, the scaler and every training loss ignore what a missing entry holds."""
+    x, nodes = two_level_series()
+    mask = torch.ones_like(x)
+    mask[::3, 5:9] = 0
+    runs = []
+    for fill in (0.0, float("nan")):
+        m = make()
+        hist = m.fit(torch.where(mask > 0, x, torch.full_like(x, fill)), nodes, mask,
+                     steps=3, batch_size=8, progress=False)["loss"]
+        runs.append((m.precond.sigma_data, float(m.scale_mean), hist))
+    assert all(math.isfinite(v) for v in runs[1][2])
+    assert runs[0] == runs[1]
 
 
 @pytest.mark.parametrize("sampler,steps", [("edm", 100), ("ddpm", None), ("ddim", 50)])

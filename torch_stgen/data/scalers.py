@@ -87,7 +87,9 @@ class _Scaler:
     def _apply_mask(self, y: Tensor, mask: Optional[Tensor]) -> Tensor:
         if mask is None:
             return y
-        return y * torch.as_tensor(mask, device=y.device).to(y.dtype)
+        keep = torch.as_tensor(mask, device=y.device) != 0
+        # where, not a product: a NaN at a missing entry must become 0 too
+        return torch.where(keep, y, torch.zeros((), dtype=y.dtype, device=y.device))
 
     # ---------------------------------------------------------------- API
     def fit(self, x: Tensor, mask: Optional[Tensor] = None, dim: Dims = None,

@@ -563,8 +563,26 @@ def _masked_mse(pred: Tensor, target: Tensor, mask: Optional[Tensor], name: str 
     except RuntimeError:
         raise ValueError(f"'{name}' must broadcast to {tuple(err.shape)} "
                          f"(got {tuple(mask.shape)})") from None
-    # an all-missing batch gives 0 (no observed entry to score), never NaN
+    # missing entries score 0 even when the model's output there is NaN or inf; an
+    # all-missing batch gives 0 (no observed entry to score), never NaN
+    err = torch.where(mask != 0, err, torch.zeros((), dtype=err.dtype, device=err.device))
     return (err * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def _fill_missing(x: Tensor, mask: Optional[Tensor], value: Union[float, Tensor] = 0.0,
+                  name: str = "mask") -> Tensor:
+    """``x`` with the entries where ``mask == 0`` replaced by ``value`` (broadcast to
+    ``x``): what a missing entry holds (NaN, a stored 0, any number) never reaches a
+    model's input. ``mask=None`` returns ``x``."""
+    if mask is None:
+        return x
+    try:
+        keep = torch.broadcast_to(torch.as_tensor(mask, device=x.device) != 0, x.shape)
+    except RuntimeError:
+        raise ValueError(f"'{name}' must broadcast to {tuple(x.shape)} "
+                         f"(got {tuple(torch.as_tensor(mask).shape)})") from None
+    value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    return torch.where(keep, x, value)
 
 
 def diffusion_loss(model_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor,
@@ -588,7 +606,9 @@ def diffusion_loss(model_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor,
         scheduler: a :class:`DDPMScheduler` or :class:`DDIMScheduler`.
         generator (torch.Generator, optional): for ``t`` and :math:`\epsilon`.
         mask (Tensor, optional): 1 where the error counts (broadcast to ``x0``); the loss is
-            the mean over those entries (0 when there are none).
+            the mean over those entries (0 when there are none). Entries where it is 0
+            are set to 0 before noising, so a missing value (NaN included) never enters
+            the model's input.
         timesteps (LongTensor, optional): ``[B]`` timesteps instead of random ones.
         noise (Tensor, optional): :math:`\epsilon` instead of random noise.
 
@@ -610,6 +630,7 @@ def diffusion_loss(model_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor,
         raise ValueError(f"'timesteps' must have shape [B] = [{B}] (got {tuple(timesteps.shape)})")
     if noise is None:
         noise = _randn(x0.shape, generator, x0.device, x0.dtype)
+    x0 = _fill_missing(x0, mask)
     x_t = scheduler.add_noise(x0, noise, timesteps)
     out = model_fn(x_t, timesteps)
     return _masked_mse(out, scheduler.training_target(x0, noise, timesteps), mask)

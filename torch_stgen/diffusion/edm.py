@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .ddpm import _masked_mse, _randn
+from .ddpm import _fill_missing, _masked_mse, _randn
 
 __all__ = ["EDMPrecond", "edm_loss", "edm_sigma_steps", "edm_sampler"]
 
@@ -151,7 +151,9 @@ def edm_loss(precond: Callable, x0: Tensor, P_mean: float = -1.2, P_std: float =
         x0 (Tensor): clean data.
         P_mean (float): mean of :math:`\ln\sigma`. (default: ``-1.2``)
         P_std (float): std of :math:`\ln\sigma`. (default: ``1.2``)
-        mask (Tensor, optional): 1 where the error counts (broadcast to ``x0``).
+        mask (Tensor, optional): 1 where the error counts (broadcast to ``x0``). Entries
+            where it is 0 are set to 0 before noising, so a missing value (NaN included)
+            never enters the denoiser's input.
         generator (torch.Generator, optional): for :math:`\sigma` and :math:`n`.
         sigma (Tensor, optional): ``[B]`` noise levels instead of random ones.
         noise (Tensor, optional): unit-variance noise (scaled by :math:`\sigma`).
@@ -183,6 +185,7 @@ def edm_loss(precond: Callable, x0: Tensor, P_mean: float = -1.2, P_std: float =
         raise ValueError(f"'noise' must have the shape of 'x0' {tuple(x0.shape)} "
                          f"(got {tuple(noise.shape)})")
     weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
+    x0 = _fill_missing(x0, mask)
     D = precond(x0 + sigma * noise, sigma.reshape(-1), **cond)
     if D.shape != x0.shape:
         raise ValueError(f"'precond' must return shape {tuple(x0.shape)} (got {tuple(D.shape)})")

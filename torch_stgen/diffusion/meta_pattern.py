@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .ddpm import (DDIMScheduler, DDPMScheduler, _expand_as, _masked_mse,
+from .ddpm import (DDIMScheduler, DDPMScheduler, _expand_as, _fill_missing, _masked_mse,
                    _prepare_sampling, _randn)
 from .edm import edm_loss as _edm_loss
 from .edm import edm_sampler as _edm_sampler
@@ -207,7 +207,9 @@ class MetaPatternDiffusion(nn.Module):
             phi (Tensor, optional): guidance; ``f = pattern_head(phi)``.
             f (Tensor, optional): the pattern itself (instead of ``phi``).
             generator (torch.Generator, optional): for ``t`` and :math:`\epsilon`.
-            mask (Tensor, optional): 1 where the error counts.
+            mask (Tensor, optional): 1 where the error counts. Where it is 0, ``x0`` is
+                replaced by the pattern :math:`f` before noising (residual 0), so a
+                missing value (NaN included) never enters the model's input.
             t (LongTensor, optional): ``[B]`` timesteps instead of random ones.
             noise (Tensor, optional): :math:`\epsilon`.
             return_parts (bool): also return ``(denoising_loss, aux_loss)``.
@@ -231,6 +233,7 @@ class MetaPatternDiffusion(nn.Module):
         elif noise.shape != x0.shape:
             raise ValueError(f"'noise' must have the shape of 'x0' {tuple(x0.shape)} "
                              f"(got {tuple(noise.shape)})")
+        x0 = _fill_missing(x0, mask, f)     # a missing entry enters as the pattern
         x_t = self.q_sample(x0, f, t, noise)
         out = model_fn(x_t, t)
         kind = self.scheduler.config.prediction_type
@@ -310,11 +313,13 @@ class MetaPatternDiffusion(nn.Module):
         :math:`\|x_0 - f_{aux}\|^2` with ``aux_f``: the pattern the auxiliary term fits when
         the diffusion is centred on something else, e.g. KGDiff's ``pattern_shrink``).
 
-        ``precond`` denoises the residual: :math:`D(y_0 + n;\sigma) \approx y_0`.
+        ``precond`` denoises the residual: :math:`D(y_0 + n;\sigma) \approx y_0`. Where
+        ``mask`` is 0 the residual is set to 0 (``x0`` to :math:`f`) before noising.
         ``kwargs`` (``P_mean``, ``P_std``, ``generator``, ``sigma``, ``noise``, conditioning)
         go to :func:`~torch_stgen.diffusion.edm_loss`.
         """
         f = self._resolve_f(x0, f, phi)
+        x0 = _fill_missing(x0, mask, f)     # a missing entry enters as the pattern
         denoise = _edm_loss(precond, x0 - f, mask=mask, **kwargs)
         target_f = f if aux_f is None else aux_f
         aux = _masked_mse(target_f.expand_as(x0), x0, mask) if self.aux_weight > 0 else \

@@ -661,6 +661,7 @@ class KGDiff(nn.Module):
         z = (x - self.scale_mean.cpu()) / self.scale_std.cpu()
         uniq, inv = torch.unique(nodes, return_inverse=True)
         L = z.shape[1]
+        z = torch.where(obs > 0, z, torch.zeros_like(z))   # NaN at missing entries too
         num = torch.zeros(uniq.numel(), L).index_add_(0, inv, z * obs)
         den = torch.zeros(uniq.numel(), L).index_add_(0, inv, obs)
         mean = num / den.clamp(min=1)
