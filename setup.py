@@ -39,7 +39,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["torch_stgen", "torch_stgen.*"]),
     install_requires=install_requires,
     extras_require=extras,

@@ -10,7 +10,8 @@ Sub-packages:
 * :mod:`torch_stgen.kg` - TuckER pre-training with PyKEEN.
 * :mod:`torch_stgen.metrics` - MAE, RMSE, MMD, JSD, CRPS.
 * :mod:`torch_stgen.models` - DiffRecon, KGDiff and their baselines.
-* :mod:`torch_stgen.train` - training utilities (EMA of the weights).
+* :mod:`torch_stgen.train` - training utilities (EMA of the weights, resumable
+  checkpoints, data-parallel training under ``torchrun``).
 * :mod:`torch_stgen.viz` - reconstruction maps and real-vs-generated profiles (matplotlib,
   optional).
 """
