@@ -581,3 +581,17 @@ def test_independent_stages_make_diffusion_c_independent_of_diffusion_f():
     (c_full, f_full), (c_abl, f_abl) = states
     assert all(torch.equal(c_full[k], c_abl[k]) for k in c_full)       # same Diffusion-C
     assert set(f_abl) < set(f_full)                                     # F really differs
+
+
+def test_tpatternnet_sizes_reach_the_timesblocks():
+    """DESIGN's reference T-PatternNet (top_k 5, num_kernels 6, d_ff 64) is reachable from
+    DiffRecon; the defaults stay 3 / 3 / d_model."""
+    from torch_stgen.nn import TimesBlock
+    ref = DiffRecon(channels=2, coarse_size=(4, 2), factor=2, history_f=24, d_model=16,
+                    top_k=5, num_kernels=6, d_ff=64)
+    blocks = [m for m in ref.stage_f.modules() if isinstance(m, TimesBlock)]
+    assert blocks and all(b.top_k == 5 for b in blocks)
+    assert all(b.num_kernels == 6 and b.d_ff == 64 for b in blocks)
+    plain = DiffRecon(channels=2, coarse_size=(4, 2), factor=2, history_f=24, d_model=16)
+    blocks = [m for m in plain.stage_f.modules() if isinstance(m, TimesBlock)]
+    assert all(b.top_k == 3 and b.num_kernels == 3 and b.d_ff == 16 for b in blocks)

@@ -129,6 +129,11 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="T-PatternNet series length (default: one day of steps)")
     g.add_argument("--model-channels", type=int, default=32)
     g.add_argument("--d-model", type=int, default=32)
+    g.add_argument("--top-k", type=int, default=3, help="T-PatternNet periods (reference 5)")
+    g.add_argument("--num-kernels", type=int, default=3,
+                   help="T-PatternNet Inception kernels (reference 6)")
+    g.add_argument("--d-ff", type=int, default=None,
+                   help="T-PatternNet feed-forward width (default: --d-model; reference 64)")
     g.add_argument("--prediction-type", default="sample",
                    choices=("epsilon", "sample", "v_prediction"),
                    help="what the denoisers predict (default: %(default)s, x0)")
@@ -251,6 +256,7 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 history_c=args.history_c, history_f=args.history_f or steps_per_day,
                 use_time=use_time, ext_features=ext_features,
                 model_channels=args.model_channels, d_model=args.d_model,
+                top_k=args.top_k, num_kernels=args.num_kernels, d_ff=args.d_ff,
                 prediction_type=args.prediction_type,
                 position_channels=args.position_channels,
                 completion_mask=args.completion_mask,

@@ -417,7 +417,8 @@ class DiffusionF(_Stage):
             observed (1) and which Diffusion-C completed (0), batch key ``observed``
             ``[B, C, I, J]`` (see :class:`DiffRecon`). (default: ``False``)
         model_channels, channel_mult, num_res_blocks, cond_dim, inter_channels: U-Net sizes.
-        d_model, num_layers, top_k: T-PatternNet sizes. (default: ``32``, ``2``, ``3``)
+        d_model, num_layers, top_k, num_kernels, d_ff: T-PatternNet sizes. (default:
+            ``32``, ``2``, ``3``, ``3``, ``d_model``)
         num_train_timesteps, beta_schedule, prediction_type: the DDPM.
             (default: ``1000``, ``"linear"``, ``"sample"``)
         inter_init (str, optional): as in :class:`DiffusionC`. (default: ``"default"``)
@@ -432,7 +433,8 @@ class DiffusionF(_Stage):
                  completion_mask: bool = False, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
-                 num_layers: int = 2, top_k: int = 3, num_train_timesteps: int = 1000,
+                 num_layers: int = 2, top_k: int = 3, num_kernels: int = 3,
+                 d_ff: Optional[int] = None, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", prediction_type: str = "sample",
                  inter_init: str = "default"):
         grid = (int(grid[0]), int(grid[1]))
@@ -456,8 +458,9 @@ class DiffusionF(_Stage):
             conds.append(TPatternConditioner(channels, grid, history,
                                              down=_inter_down(bott, grid),
                                              out_channels=inter_channels, d_model=d_model,
-                                             d_ff=d_model, num_layers=num_layers,
-                                             top_k=top_k))
+                                             d_ff=d_model if d_ff is None else d_ff,
+                                             num_layers=num_layers, top_k=top_k,
+                                             num_kernels=num_kernels))
         super().__init__(conds, channels, num_train_timesteps, beta_schedule,
                          prediction_type, dict(model_channels=model_channels,
                                                channel_mult=tuple(channel_mult),
@@ -566,6 +569,10 @@ class DiffRecon(nn.Module):
         channel_mult (sequence of int, optional): (default: ``(1, 2)``)
         num_res_blocks (int, optional): (default: ``1``)
         d_model (int, optional): ST-PointFormer / T-PatternNet width. (default: ``32``)
+        top_k, num_kernels, d_ff (int, optional): T-PatternNet's number of periods, Inception
+            kernels and feed-forward width (TimesNet, DiffRecon eq. 10). The reference
+            settings are 5, 6 and 64 (with ``d_model=64``); the defaults are smaller for
+            CPU budgets. (default: ``3``, ``3``, ``d_model``)
         num_train_timesteps (int, optional): DDPM steps. (default: ``1000``)
         beta_schedule (str, optional): (default: ``"linear"``)
         prediction_type (str, optional): ``"sample"`` (:math:`x_0`-prediction),
@@ -609,7 +616,8 @@ class DiffRecon(nn.Module):
                  use_tpatternnet: bool = True, position_channels: int = 0,
                  completion_mask: bool = False, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
-                 d_model: int = 32, num_train_timesteps: int = 1000,
+                 d_model: int = 32, top_k: int = 3, num_kernels: int = 3,
+                 d_ff: Optional[int] = None, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", prediction_type: str = "sample",
                  inter_init: str = "default", independent_stages: bool = False):
         super().__init__()
@@ -640,7 +648,8 @@ class DiffRecon(nn.Module):
         def build_f():
             return DiffusionF(channels, self.coarse_size, factor, history_f,
                               use_tpatternnet=use_tpatternnet,
-                              completion_mask=completion_mask, **sizes)
+                              completion_mask=completion_mask, top_k=top_k,
+                              num_kernels=num_kernels, d_ff=d_ff, **sizes)
 
         if self.independent_stages:
             # each stage from its own seed, both drawn before either is built: a stage's
