@@ -15,8 +15,8 @@ import argparse
 
 import torch
 
-from torch_stgen.data import SparsePattern, SyntheticCity, chronological_split, coarsen
-from torch_stgen.experiments.diffrecon import calendar
+from torch_stgen.data import (SparsePattern, SyntheticCity, chronological_split, coarsen,
+                              time_features)
 from torch_stgen.metrics import mae
 from torch_stgen.models import DiffRecon
 from torch_stgen.train import (all_gather_cat, cleanup_distributed, get_rank,
@@ -35,7 +35,7 @@ def main():
 
     grid = SyntheticCity(seed=0, height=args.size, width=args.size, days=args.days).grid
     fine = grid.data.float()                                   # [T, 2, H, W]
-    time = calendar(grid.timestamps, grid.meta.get("is_holiday"))
+    time = time_features(grid.timestamps, grid.meta.get("is_holiday"), encoding="raw")
     train, _, test = chronological_split(fine.shape[0])
     coarse = coarsen(fine, 2)
     T, C, h, w = coarse.shape
@@ -59,8 +59,9 @@ def main():
         part = fine.new_zeros((0,) + tuple(fine.shape[1:])).to(device)
     pred = all_gather_cat(part.clamp_min(0), dim=0)            # every test step, in order
     if is_main_process():
+        err = float(mae(pred.cpu(), fine[test]))
         print(f"ranks {get_world_size()}: trained on {get_world_size()} x 16 maps per step; "
-              f"fine-map MAE on {pred.shape[0]} test hours {float(mae(pred.cpu(), fine[test])):.3f}")
+              f"fine-map MAE on {pred.shape[0]} test hours {err:.3f}")
         if args.out:
             torch.save(model.state_dict(), args.out)
     cleanup_distributed()

@@ -15,9 +15,9 @@ import argparse
 
 import torch
 
-from torch_stgen.data import SparsePattern, SyntheticCity, chronological_split, coarsen
+from torch_stgen.data import (SparsePattern, SyntheticCity, chronological_split, coarsen,
+                              time_features)
 from torch_stgen.experiments import resolve_device
-from torch_stgen.experiments.diffrecon import calendar
 from torch_stgen.metrics import mae
 from torch_stgen.models import DiffRecon
 from torch_stgen.models.baselines import InterpolationUpsampling
@@ -38,7 +38,8 @@ def main():
     grid = SyntheticCity(seed=args.seed, height=args.size, width=args.size,
                          days=args.days).grid
     fine = grid.data.float()                                   # [T, 2, 16, 16] flows
-    time = calendar(grid.timestamps, grid.meta.get("is_holiday"))   # hour, weekday, holiday
+    # hour, weekday, holiday: [T, 3]
+    time = time_features(grid.timestamps, grid.meta.get("is_holiday"), encoding="raw")
     train, val, test = chronological_split(fine.shape[0])      # 2 : 1 : 1 in time
     coarse = coarsen(fine, 2)                                  # [T, 2, 8, 8]
     T, C, h, w = coarse.shape

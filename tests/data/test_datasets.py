@@ -241,3 +241,14 @@ def test_window_graph_and_repr_and_daily_on_grid():
     assert days.values.shape == (2, 6, 24)
     # cell (row 1, col 2) = node 5 of day 1, hour 3 is map value of step 27
     assert days.values[1, 5, 3] == g.data[27, 0, 1, 2]
+
+
+def test_raw_time_features_are_diffrecons_calendar():
+    from torch_stgen.experiments.diffrecon import calendar
+    ts = np.array(["2024-07-04T00:00", "2024-07-04T13:30", "2024-07-06T23:00"],
+                  dtype="datetime64[m]")
+    raw = time_features(ts, holidays=["2024-07-04"], encoding="raw")
+    assert raw.tolist() == [[0.0, 3.0, 1.0], [13.5, 3.0, 1.0], [23.0, 5.0, 0.0]]
+    assert torch.equal(calendar(ts, ["2024-07-04"]), raw)
+    with pytest.raises(ValueError, match="'cyclic', 'onehot' or 'raw'"):
+        time_features(ts, encoding="hours")

@@ -202,7 +202,7 @@ def test_a_checkpoint_of_the_older_layout_is_refused_by_name(kgdiff_data, tmp_pa
     x, nodes, kw, _, _ = kgdiff_data
     path = tmp_path / "kg.pt"
     _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
-    state = torch.load(path, weights_only=True)        # rewrite in the layout without per-rank entries
+    state = torch.load(path, weights_only=True)   # rewrite without per-rank entries
     own = state.pop("ranks")[0]
     state.update(gen=own["gen"], rng=own["rng"], loss=own["loss"])
     torch.save(state, path)

@@ -157,15 +157,20 @@ def time_features(timestamps, holidays=None, encoding: str = "cyclic") -> Tensor
       one-hot hour of day :math:`\lfloor m / 60 \rfloor` (24), one-hot day of week (7),
       then :math:`h`.
 
+    * ``encoding='raw'`` (3 features, what :class:`~torch_stgen.models.DiffRecon` takes as
+      ``time``; its embeddings encode them): :math:`[m / 60, d, h]`, the hour of the day
+      with its fraction, the day of the week and the holiday flag.
+
     Args:
         timestamps (array): ``(T,)`` ``datetime64`` or ISO strings.
         holidays (optional): holiday dates (iterable of dates / ISO strings; a step is a
             holiday if its calendar day is listed) or ``(T,)`` boolean flags.
             (default: ``None``, no holiday)
-        encoding (str, optional): ``'cyclic'`` or ``'onehot'``. (default: ``'cyclic'``)
+        encoding (str, optional): ``'cyclic'``, ``'onehot'`` or ``'raw'``.
+            (default: ``'cyclic'``)
 
     Returns:
-        float32 ``[T, 5]`` or ``[T, 32]``.
+        float32 ``[T, 5]``, ``[T, 32]`` or ``[T, 3]``.
     """
     ts = _as_minutes(timestamps)
     days = ts.astype("datetime64[D]")
@@ -175,13 +180,16 @@ def time_features(timestamps, holidays=None, encoding: str = "cyclic") -> Tensor
     if encoding == "cyclic":
         a, b = 2 * np.pi * minute / 1440.0, 2 * np.pi * dow / 7.0
         feats = np.stack([np.sin(a), np.cos(a), np.sin(b), np.cos(b), hol], axis=1)
+    elif encoding == "raw":
+        feats = np.stack([minute / 60.0, dow, hol], axis=1)
     elif encoding == "onehot":
         feats = np.zeros((len(ts), 32))
         feats[np.arange(len(ts)), minute // 60] = 1.0
         feats[np.arange(len(ts)), 24 + dow] = 1.0
         feats[:, 31] = hol
     else:
-        raise ValueError(f"'encoding' must be 'cyclic' or 'onehot' (got {encoding!r})")
+        raise ValueError(f"'encoding' must be 'cyclic', 'onehot' or 'raw' "
+                         f"(got {encoding!r})")
     return torch.from_numpy(feats.astype(np.float32))
 
 

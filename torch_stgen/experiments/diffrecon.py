@@ -215,20 +215,10 @@ def _load(args):
 
 
 def calendar(timestamps, holidays=None) -> torch.Tensor:
-    """``[T, 3]`` float ``(hour of day incl. fraction, weekday Monday=0, holiday flag)``."""
-    ts = np.asarray(timestamps).astype("datetime64[m]")
-    days = ts.astype("datetime64[D]")
-    hour = (ts - days.astype("datetime64[m]")).astype(np.int64) / 60.0
-    weekday = (days.astype(np.int64) + 3) % 7
-    if holidays is None:
-        hol = np.zeros(len(ts))
-    else:
-        arr = np.asarray(holidays)
-        if arr.dtype.kind in "biuf" and arr.shape == (len(ts),):
-            hol = arr.astype(np.float64)
-        else:
-            hol = np.isin(days, np.asarray(holidays).astype("datetime64[D]")).astype(float)
-    return torch.from_numpy(np.stack([hour, weekday, hol], 1).astype(np.float32))
+    """``[T, 3]`` float ``(hour of day incl. fraction, weekday Monday=0, holiday flag)``:
+    :func:`torch_stgen.data.time_features` with ``encoding='raw'``, DiffRecon's ``time``."""
+    from ..data import time_features
+    return time_features(timestamps, holidays, encoding="raw")
 
 
 def steps_per_day_of(timestamps, default: int = 24) -> int:

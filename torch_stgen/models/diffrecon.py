@@ -954,7 +954,8 @@ class DiffRecon(nn.Module):
         Args:
             fine (Tensor): complete training fine maps ``[T, C, NI, NJ]`` (consecutive
                 steps).
-            time (Tensor, optional): ``[T, 3]`` hour, weekday (Monday 0), holiday flag;
+            time (Tensor, optional): ``[T, 3]`` hour, weekday (Monday 0), holiday flag
+                (:func:`~torch_stgen.data.time_features` with ``encoding='raw'``);
                 required when ``use_time``.
             ext (Tensor, optional): ``[T, F_ext]`` covariates; required when
                 ``ext_features > 0``.
