@@ -6,6 +6,7 @@ from torch_stgen.models.baselines import (SRCNN, InterpolationUpsampling, UrbanF
                                           fit_upsampler, nearest_fill)
 from torch_stgen.models.diffrecon import (DiffRecon, DiffusionC, DiffusionF,
                                           STPointFormerConditioner, TPatternConditioner)
+from torch_stgen.nn import Conditioner
 
 from _grids import daily_grid_series as _series
 
@@ -595,3 +596,73 @@ def test_tpatternnet_sizes_reach_the_timesblocks():
     plain = DiffRecon(channels=2, coarse_size=(4, 2), factor=2, history_f=24, d_model=16)
     blocks = [m for m in plain.stage_f.modules() if isinstance(m, TimesBlock)]
     assert all(b.top_k == 3 and b.num_kernels == 3 and b.d_ff == 16 for b in blocks)
+
+
+class _StepConditioner(Conditioner):
+    """A user's conditioner: a per-step scalar as a vector; records what it was given."""
+
+    vector_dim = 4
+
+    def __init__(self, key):
+        super().__init__()
+        self.key = key
+        self.proj = torch.nn.Linear(1, self.vector_dim)
+        self.seen = []
+
+    def forward(self, batch):
+        value = batch[self.key].float()
+        self.seen.append(value.detach().cpu().clone())
+        return {"vector": self.proj(value[:, None] / 100.0)}
+
+
+def test_user_conditioners_plug_into_both_stages():
+    fine, time = _series()                                  # T = 40
+    val, val_time = _series(T=30, seed=1)
+    c_c, c_f = _StepConditioner("rain"), _StepConditioner("rain")
+    torch.manual_seed(0)
+    model = DiffRecon(channels=2, coarse_size=(4, 2), factor=2, history_c=3, history_f=6,
+                      model_channels=8, d_model=8, num_train_timesteps=50,
+                      conditioners_c=[c_c], conditioners_f=[c_f])
+    assert c_c in model.stage_c.modules() and c_f in model.stage_f.modules()
+    rain = torch.arange(40).float()                         # value = the step index
+    model.fit(fine, time=time, patterns=["random:0.4"], pretrain_steps=4, joint_steps=4,
+              joint_refresh=4, batch_size=4, joint_sampling_steps=2, val_fine=val,
+              val_time=val_time, val_every=4, val_maps=6,
+              step_inputs={"rain": rain},
+              val_step_inputs={"rain": 1000 + torch.arange(30).float()})
+    for cond in (c_c, c_f):
+        seen = torch.cat(cond.seen)
+        train = seen[seen < 1000]
+        # step indices of the training series (the joint phase completes all of it)
+        assert train.numel() and bool(((train >= 0) & (train < 40)).all())
+        assert torch.equal(train, train.round())
+        assert bool((seen >= 1000).any())                   # validation used its own
+    # reconstruction: the batch of step t holds step_inputs[key][t]
+    coarse = coarsen(fine, 2)
+    mask = SparsePattern.parse("random:0.4", seed=0)(40, 4, 2)[:, None]
+    kw = dict(history=10, time=time, num_samples=1, steps=2, seed=0)
+    c_f.seen.clear()
+    a = model.reconstruct(coarse * mask, mask, step_inputs={"rain": rain}, **kw).fine
+    assert sorted(set(torch.cat(c_f.seen).tolist())) == list(range(10, 40))
+    b = model.reconstruct(coarse * mask, mask, step_inputs={"rain": rain}, **kw).fine
+    c = model.reconstruct(coarse * mask, mask, step_inputs={"rain": rain * 0}, **kw).fine
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_user_conditioner_inputs_are_checked_by_name():
+    fine, time = _series()
+    model = DiffRecon(channels=2, coarse_size=(4, 2), factor=2, history_c=3, history_f=6,
+                      model_channels=8, d_model=8, num_train_timesteps=50,
+                      conditioners_f=[_StepConditioner("rain")])
+    kw = dict(time=time, pretrain_steps=1, joint_steps=0, batch_size=2)
+    with pytest.raises(ValueError, match=r"'step_inputs\['rain'\]' must be a tensor \[T, "
+                                         r"\.\.\.\] with T=40"):
+        model.fit(fine, step_inputs={"rain": torch.zeros(39)}, **kw)
+    with pytest.raises(ValueError, match="'time' is a built-in batch key"):
+        model.fit(fine, step_inputs={"time": torch.zeros(40)}, **kw)
+    with pytest.raises(ValueError, match=r"'val_step_inputs' must have the keys"):
+        model.fit(fine, step_inputs={"rain": torch.zeros(40)}, val_fine=fine[:30],
+                  val_time=time[:30], **kw)
+    with pytest.raises(TypeError, match="Conditioner instances"):
+        DiffRecon(channels=2, coarse_size=(4, 2), factor=2,
+                  conditioners_c=[torch.nn.Linear(1, 1)])

@@ -32,6 +32,7 @@ Training (:meth:`DiffRecon.fit`) is documented there: pre-training of each stage
 pseudo-complete coarse maps (sum-pooled fine truth), then joint training in which
 Diffusion-F learns from Diffusion-C's own completions.
 """
+import contextlib
 import copy
 import logging
 import math
@@ -344,6 +345,9 @@ class DiffusionC(_Stage):
         inter_init (str, optional): initialisation of the bottleneck fusion
             (:class:`~torch_stgen.nn.UNet2D`): ``"identity"`` starts as the U-Net without
             the inter-encoder. (default: ``"default"``)
+        conditioners (sequence of Conditioner, optional): the user's own conditioners,
+            stacked after the built-in ones; they read their keys from the batch
+            (:class:`DiffRecon`'s ``step_inputs``). (default: none)
 
     Batch keys: ``obs``, ``mask`` ``[B, C, I, J]``; ``time`` ``[B, 3]``; ``ext``
     ``[B, F_ext]``; ``hist``, ``hist_mask`` ``[B, H_C, C, I, J]``; ``hist_ext``
@@ -359,7 +363,7 @@ class DiffusionC(_Stage):
                  cond_dim: int = 32, inter_channels: int = 32, d_model: int = 32,
                  num_layers: int = 2, num_heads: int = 4, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", prediction_type: str = "sample",
-                 inter_init: str = "default"):
+                 inter_init: str = "default", conditioners: Sequence[Conditioner] = ()):
         grid = (int(grid[0]), int(grid[1]))
         conds: List[Conditioner] = [ObservedMapConditioner(channels, key="obs",
                                                            mask_key="mask")]
@@ -377,6 +381,7 @@ class DiffusionC(_Stage):
                 out_channels=inter_channels,
                 ext_features=(5 if use_time else 0) + ext_features, d_model=d_model,
                 num_layers=num_layers, num_heads=num_heads))
+        conds += _user_conditioners(conditioners)
         super().__init__(conds, channels, num_train_timesteps, beta_schedule,
                          prediction_type, dict(model_channels=model_channels,
                                                channel_mult=tuple(channel_mult),
@@ -422,6 +427,8 @@ class DiffusionF(_Stage):
         num_train_timesteps, beta_schedule, prediction_type: the DDPM.
             (default: ``1000``, ``"linear"``, ``"sample"``)
         inter_init (str, optional): as in :class:`DiffusionC`. (default: ``"default"``)
+        conditioners (sequence of Conditioner, optional): as in :class:`DiffusionC`.
+            (default: none)
 
     Batch keys: ``coarse`` ``[B, C, I, J]`` (completed, standardised), ``time``, ``ext``,
     ``series`` ``[B, H_F, C, I, J]``, ``observed`` ``[B, C, I, J]``.
@@ -436,7 +443,7 @@ class DiffusionF(_Stage):
                  num_layers: int = 2, top_k: int = 3, num_kernels: int = 3,
                  d_ff: Optional[int] = None, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", prediction_type: str = "sample",
-                 inter_init: str = "default"):
+                 inter_init: str = "default", conditioners: Sequence[Conditioner] = ()):
         grid = (int(grid[0]), int(grid[1]))
         factor = int(factor)
         conds: List[Conditioner] = [ObservedMapConditioner(channels, key="coarse",
@@ -461,6 +468,7 @@ class DiffusionF(_Stage):
                                              d_ff=d_model if d_ff is None else d_ff,
                                              num_layers=num_layers, top_k=top_k,
                                              num_kernels=num_kernels))
+        conds += _user_conditioners(conditioners)
         super().__init__(conds, channels, num_train_timesteps, beta_schedule,
                          prediction_type, dict(model_channels=model_channels,
                                                channel_mult=tuple(channel_mult),
@@ -533,6 +541,43 @@ def _calendar_inputs(time: Optional[Tensor], ext: Optional[Tensor], T: int,
     return time, ext, step_feats
 
 
+#: batch keys the built-in conditioners of the two stages read
+_BUILTIN_KEYS = frozenset({"obs", "mask", "hist", "hist_mask", "hist_ext", "time", "ext",
+                           "coarse", "series", "observed"})
+
+
+def _user_conditioners(conditioners: Sequence[Conditioner]) -> List[Conditioner]:
+    conds = list(conditioners)
+    bad = [type(c).__name__ for c in conds if not isinstance(c, Conditioner)]
+    if bad:
+        raise TypeError(f"'conditioners' must be torch_stgen.nn.Conditioner instances "
+                        f"(got {bad})")
+    return conds
+
+
+def _step_inputs(inputs: Optional[Dict[str, Tensor]], T: int,
+                 name: str = "step_inputs") -> Dict[str, Tensor]:
+    """Validate the user's per-step conditioning inputs ``{key: [T, ...]}`` (CPU float)."""
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, dict):
+        raise TypeError(f"'{name}' must be a dict {{key: tensor [T, ...]}} "
+                        f"(got {type(inputs).__name__})")
+    out = {}
+    for key, value in inputs.items():
+        if key in _BUILTIN_KEYS:
+            raise ValueError(f"'{name}' key {key!r} is a built-in batch key; choose "
+                             f"another name (built-in: {sorted(_BUILTIN_KEYS)})")
+        if not isinstance(value, Tensor) or value.dim() < 1 or value.shape[0] != T:
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"'{name}[{key!r}]' must be a tensor [T, ...] with T={T} "
+                             f"steps, one entry per map (got {got})")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"'{name}[{key!r}]' has NaN/inf values")
+        out[key] = value.cpu()
+    return out
+
+
 class DiffRecon(nn.Module):
     r"""DiffRecon (`arXiv:2410.05323 <https://arxiv.org/abs/2410.05323>`_): Diffusion-C
     (coarse completion) followed by Diffusion-F (fine inference).
@@ -601,6 +646,12 @@ class DiffRecon(nn.Module):
             exactly the same Diffusion-F as the full model, and its fine-map error
             isolates the completions. (default: ``False``: one global clip, one
             initialisation stream)
+        conditioners_c, conditioners_f (sequence of Conditioner, optional): the user's
+            own conditioners for Diffusion-C / Diffusion-F (:doc:`the guide's extension
+            point <guide>`), stacked after the built-in ones. They read per-step inputs
+            that :meth:`fit` and :meth:`reconstruct` take as ``step_inputs``
+            ``{key: [T, ...]}``: the batch of target step :math:`t` holds ``key`` =
+            ``step_inputs[key][t]``. (default: none)
 
     Example::
 
@@ -619,7 +670,9 @@ class DiffRecon(nn.Module):
                  d_model: int = 32, top_k: int = 3, num_kernels: int = 3,
                  d_ff: Optional[int] = None, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", prediction_type: str = "sample",
-                 inter_init: str = "default", independent_stages: bool = False):
+                 inter_init: str = "default", independent_stages: bool = False,
+                 conditioners_c: Sequence[Conditioner] = (),
+                 conditioners_f: Sequence[Conditioner] = ()):
         super().__init__()
         for name, v in (("channels", channels), ("factor", factor), ("history_c", history_c),
                         ("history_f", history_f)):
@@ -643,13 +696,15 @@ class DiffRecon(nn.Module):
 
         def build_c():
             return DiffusionC(channels, self.coarse_size, history_c,
-                              use_stpointformer=use_stpointformer, **sizes)
+                              use_stpointformer=use_stpointformer,
+                              conditioners=conditioners_c, **sizes)
 
         def build_f():
             return DiffusionF(channels, self.coarse_size, factor, history_f,
                               use_tpatternnet=use_tpatternnet,
                               completion_mask=completion_mask, top_k=top_k,
-                              num_kernels=num_kernels, d_ff=d_ff, **sizes)
+                              num_kernels=num_kernels, d_ff=d_ff,
+                              conditioners=conditioners_f, **sizes)
 
         if self.independent_stages:
             # each stage from its own seed, both drawn before either is built: a stage's
@@ -746,6 +801,20 @@ class DiffRecon(nn.Module):
             batch["time"] = time[t_idx]
         if self.ext_features:
             batch["ext"] = ext[t_idx]
+        for key, value in self._steps.items():     # the user's per-step inputs
+            batch[key] = value[t_idx]
+
+    #: per-step inputs of the series being trained on / reconstructed (``step_inputs``)
+    _steps: Dict[str, Tensor] = {}
+
+    @contextlib.contextmanager
+    def _using_steps(self, steps: Dict[str, Tensor]):
+        """Batches built inside read ``steps`` (e.g. the validation series')."""
+        saved, self._steps = self._steps, steps
+        try:
+            yield
+        finally:
+            self._steps = saved
 
     # -------------------------------------------------------------- training
     def _c_train_batch(self, zc: Tensor, m: Tensor, t_idx: Tensor, time, ext,
@@ -890,7 +959,9 @@ class DiffRecon(nn.Module):
             val_time: Optional[Tensor] = None, val_ext: Optional[Tensor] = None,
             val_every: int = 100, val_maps: int = 256,
             val_condition: str = "truth", checkpoint: Optional[Union[str, Path]] = None,
-            checkpoint_every: int = 100, resume: bool = True) -> "DiffRecon":
+            checkpoint_every: int = 100, resume: bool = True,
+            step_inputs: Optional[Dict[str, Tensor]] = None,
+            val_step_inputs: Optional[Dict[str, Tensor]] = None) -> "DiffRecon":
         r"""Train both stages on complete training fine maps.
 
         Masks are *simulated*: every training window gets a mask drawn from a uniformly
@@ -1020,6 +1091,11 @@ class DiffRecon(nn.Module):
                 (default: ``100``)
             resume (bool, optional): continue from an existing ``checkpoint``; ``False``
                 starts afresh and overwrites it. (default: ``True``)
+            step_inputs (dict, optional): ``{key: [T, ...]}`` per-step inputs of the
+                user's ``conditioners_c`` / ``conditioners_f`` (the batch of target step
+                :math:`t` holds ``step_inputs[key][t]``). (default: ``None``)
+            val_step_inputs (dict, optional): the same for ``val_fine`` ``[T_v, ...]``;
+                required with ``val_fine`` when ``step_inputs`` is given.
 
         Returns:
             ``self`` (``self.history_log`` records what ran, with early stopping the
@@ -1073,14 +1149,21 @@ class DiffRecon(nn.Module):
         zc = self._scale(coarsen(fine.float(), self.factor), self.coarse_mean,
                          self.coarse_std)
         targets = torch.arange(need - 1, T)
-        val_check = None
+        steps_tr = _step_inputs(step_inputs, T)
+        val_check, steps_val = None, {}
         if val_fine is not None:
             if isinstance(val_every, bool) or int(val_every) != val_every or val_every < 1:
                 raise ValueError(f"'val_every' must be a positive integer (got {val_every!r})")
-            val_check = self._validation_set(val_fine, val_time, val_ext, pats, val_maps,
-                                             int(seed), val_condition,
-                                             len(pats) if joint_series is None
-                                             else int(joint_series))
+            steps_val = _step_inputs(val_step_inputs, val_fine.shape[0], "val_step_inputs")
+            if set(steps_val) != set(steps_tr):
+                raise ValueError(f"'val_step_inputs' must have the keys of 'step_inputs' "
+                                 f"{sorted(steps_tr)} (got {sorted(steps_val)})")
+            with self._using_steps(steps_val):
+                val_check = self._validation_set(val_fine, val_time, val_ext, pats, val_maps,
+                                                 int(seed), val_condition,
+                                                 len(pats) if joint_series is None
+                                                 else int(joint_series))
+        self._steps = steps_tr                  # training batches read these
         n_pre = pretrain_steps + (0 if joint else joint_steps) if pretrain else 0
         n_joint = (joint_steps + (0 if pretrain else pretrain_steps)) if joint else 0
         total = max(1, n_pre + n_joint)
@@ -1098,7 +1181,8 @@ class DiffRecon(nn.Module):
             "val_maps": val_maps, "val_condition": val_condition,
             "independent_stages": self.independent_stages,
             "fine": data_fingerprint(fine), "time": data_fingerprint(time),
-            "ext": data_fingerprint(ext), "val_fine": data_fingerprint(val_fine)},
+            "ext": data_fingerprint(ext), "val_fine": data_fingerprint(val_fine),
+            "step_inputs": {k: data_fingerprint(v) for k, v in steps_tr.items()}},
             resume=resume)
         self.train()
         log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "joint_mix": joint_mix,
@@ -1138,8 +1222,9 @@ class DiffRecon(nn.Module):
                    disable=not progress or not is_main_process(), desc="DiffRecon fit")
 
         def check(done: int) -> None:
-            lc, lf = self._validation_losses(val_check, steps=joint_sampling_steps,
-                                             sampler=joint_sampler)
+            with self._using_steps(steps_val):
+                lc, lf = self._validation_losses(val_check, steps=joint_sampling_steps,
+                                                 sampler=joint_sampler)
             lc, lf = all_mean(lc), all_mean(lf)     # every rank keeps the same weights
             curve.append((done, lc, lf))
             for key, stage, v in (("c", self.stage_c, lc), ("f", self.stage_f, lf)):
@@ -1255,7 +1340,8 @@ class DiffRecon(nn.Module):
                     num_samples: int = 8, sampler: str = "ddim", steps: int = 20,
                     batch_size: int = 256, reduce: str = "mean",
                     mass_consistent: Union[bool, str] = False, seed: int = 0,
-                    return_samples: bool = False, progress: bool = False) -> Reconstruction:
+                    return_samples: bool = False, progress: bool = False,
+                    step_inputs: Optional[Dict[str, Tensor]] = None) -> Reconstruction:
         r"""Reconstruct complete fine maps from a series of incomplete coarse maps.
 
         Diffusion-C completes every step of the series (its ST-PointFormer sees the
@@ -1299,6 +1385,8 @@ class DiffRecon(nn.Module):
                 (default: ``0``)
             time (Tensor, optional): ``[T, 3]`` hour, weekday, holiday.
             ext (Tensor, optional): ``[T, F_ext]``.
+            step_inputs (dict, optional): ``{key: [T, ...]}`` per-step inputs of the
+                user's conditioners (as in :meth:`fit`).
             num_samples (int, optional): samples per step :math:`S`. (default: ``8``)
             sampler (str, optional): ``"ddim"`` or ``"ddpm"``. (default: ``"ddim"``)
             steps (int, optional): reverse steps. (default: ``20``)
@@ -1354,6 +1442,7 @@ class DiffRecon(nn.Module):
                              "missing instead")
         mf = m.float()
         zc_obs = self._scale(x, self.coarse_mean, self.coarse_std) * mf
+        self._steps = _step_inputs(step_inputs, T)      # batches below read these
         S = int(num_samples)
         gen = torch.Generator().manual_seed(int(seed))
         xc_T = torch.randn((S, T, C, I, J), generator=gen)
