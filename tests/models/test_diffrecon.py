@@ -186,6 +186,25 @@ def test_reconstruct_shapes_determinism_and_batch_independence(fitted):
     torch.testing.assert_close(model.reconstruct(nan, mask, seed=7, **kw).fine, a.fine)
 
 
+def test_complete_is_reconstructions_first_stage(fitted):
+    model, fine, time = fitted
+    coarse = coarsen(fine, 2)
+    mask = (torch.rand(coarse.shape[0], 1, 4, 2, generator=torch.Generator().manual_seed(1))
+            > 0.4).float()
+    kw = dict(history=5, time=time, num_samples=3, steps=4, seed=7)
+    comp, spread = model.complete(coarse, mask, **kw)
+    assert comp.shape == spread.shape == (35, 2, 4, 2)
+    torch.testing.assert_close(comp, model.reconstruct(coarse, mask, **kw).coarse,
+                               rtol=0, atol=0)
+    obs = mask[5:].expand(-1, 2, -1, -1).bool()
+    torch.testing.assert_close(comp[obs], coarse[5:][obs])
+    assert bool((spread[obs] == 0).all()) and bool((spread[~obs] > 0).all())
+    median, _ = model.complete(coarse, mask, reduce="median", **kw)
+    assert not torch.equal(median, comp)
+    with pytest.raises(ValueError, match="'history' must be an integer in"):
+        model.complete(coarse, mask, history=40, time=time)
+
+
 def test_reconstruct_mass_consistent_and_median(fitted):
     model, fine, time = fitted
     coarse = coarsen(fine, 2)

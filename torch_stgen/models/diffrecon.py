@@ -1334,6 +1334,89 @@ class DiffRecon(nn.Module):
         return self
 
     # -------------------------------------------------------------- inference
+    def _prepare_series(self, coarse, mask, history, time, ext, num_samples, reduce,
+                        batch_size, step_inputs):
+        """Check an inference series and prepare it on the CPU: ``(zc_obs, mf, time, ext,
+        step_feats)`` with ``zc_obs`` the standardised, zero-at-missing coarse maps and
+        ``mf`` the float mask ``[T, C, I, J]``; sets the per-step inputs."""
+        self._check_fitted()
+        C, (I, J) = self.channels, self.coarse_size
+        if not isinstance(coarse, Tensor) or coarse.dim() != 4 or \
+                tuple(coarse.shape[1:]) != (C, I, J):
+            got = tuple(coarse.shape) if isinstance(coarse, Tensor) else type(coarse).__name__
+            raise ValueError(f"'coarse' must have shape [T, C, I, J] = [T, {C}, {I}, {J}] "
+                             f"(got {got})")
+        T = coarse.shape[0]
+        if not isinstance(mask, Tensor) or mask.dim() != 4 or mask.shape[0] != T or \
+                mask.shape[1] not in (1, C) or tuple(mask.shape[2:]) != (I, J):
+            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"'mask' must have shape [T, C, I, J] or [T, 1, I, J] = "
+                             f"[{T}, {C} or 1, {I}, {J}] (got {got})")
+        if isinstance(history, bool) or int(history) != history or not 0 <= history < T:
+            raise ValueError(f"'history' must be an integer in [0, T={T}) (got {history!r})")
+        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"'num_samples' must be a positive integer (got {num_samples!r})")
+        if reduce not in ("mean", "median"):
+            raise ValueError(f"'reduce' must be 'mean' or 'median' (got {reduce!r})")
+        if int(batch_size) < 1:
+            raise ValueError(f"'batch_size' must be positive (got {batch_size})")
+        # the series is prepared on the CPU; each batch moves to the model's device
+        coarse, mask = coarse.cpu(), mask.cpu()
+        time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
+                                                 self.ext_features)
+        m = (mask != 0).expand(T, C, I, J)
+        x = torch.where(m, coarse.float(), torch.zeros(()))
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("'coarse' has NaN/inf at observed entries (mask 1); mark them "
+                             "missing instead")
+        mf = m.float()
+        zc_obs = self._scale(x, self.coarse_mean, self.coarse_std) * mf
+        self._steps = _step_inputs(step_inputs, T)      # batches read these
+        return zc_obs, mf, time, ext, step_feats
+
+    def _sample_c(self, zc_obs, mf, time, ext, step_feats, xc_T, sampler, steps, bs, gen,
+                  progress) -> Tensor:
+        """Diffusion-C's completions ``[S, T, C, I, J]`` (standardised) of every step from
+        the starting noise ``xc_T``; observed cells keep their values."""
+        S, T, C, I, J = xc_T.shape
+        comp = torch.empty(S, T, C, I, J)
+        for s in tqdm(range(0, T, bs), disable=not progress, desc="Diffusion-C"):
+            idx = torch.arange(s, min(T, s + bs))
+            b = self._c_batch(zc_obs, mf, idx, time, ext, step_feats)
+            xT = xc_T[:, idx].reshape(-1, C, I, J)
+            out = self.stage_c.generate(b, xT, sampler, steps, gen)
+            comp[:, idx] = out.reshape(S, len(idx), C, I, J)
+        return torch.where(mf.bool().unsqueeze(0), zc_obs.unsqueeze(0), comp)
+
+    @torch.no_grad()
+    def complete(self, coarse: Tensor, mask: Tensor, history: int = 0,
+                 time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
+                 num_samples: int = 8, sampler: str = "ddim", steps: int = 20,
+                 batch_size: int = 256, reduce: str = "mean", seed: int = 0,
+                 progress: bool = False,
+                 step_inputs: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        r"""Complete incomplete coarse maps with Diffusion-C alone (the first stage of
+        :meth:`reconstruct`, without inferring fine maps).
+
+        Arguments as in :meth:`reconstruct`. With ``sampler="ddim"`` the result equals
+        ``reconstruct(...).coarse`` for the same ``seed`` (the same starting noise).
+
+        Returns:
+            ``(coarse, spread)``: ``[T - history, C, I, J]`` completed maps in original
+            units (point estimate; observed cells keep their observed values) and the
+            standard deviation over the samples.
+        """
+        zc_obs, mf, time, ext, step_feats = self._prepare_series(
+            coarse, mask, history, time, ext, num_samples, reduce, batch_size, step_inputs)
+        T, C, I, J = zc_obs.shape
+        gen = torch.Generator().manual_seed(int(seed))
+        xc_T = torch.randn((int(num_samples), T, C, I, J), generator=gen)
+        comp = self._sample_c(zc_obs, mf, time, ext, step_feats, xc_T, sampler, steps,
+                              int(batch_size), gen, progress)
+        out = self._unscale(comp[:, int(history):], self.coarse_mean, self.coarse_std)
+        point = out.mean(0) if reduce == "mean" else out.median(0).values
+        return point.to(coarse.device), out.std(0, unbiased=False).to(coarse.device)
+
     @torch.no_grad()
     def reconstruct(self, coarse: Tensor, mask: Tensor, history: int = 0,
                     time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
@@ -1403,27 +1486,6 @@ class DiffRecon(nn.Module):
         Returns:
             :class:`Reconstruction` with ``fine`` ``[T - history, C, NI, NJ]``.
         """
-        self._check_fitted()
-        C, (I, J) = self.channels, self.coarse_size
-        if not isinstance(coarse, Tensor) or coarse.dim() != 4 or \
-                tuple(coarse.shape[1:]) != (C, I, J):
-            got = tuple(coarse.shape) if isinstance(coarse, Tensor) else type(coarse).__name__
-            raise ValueError(f"'coarse' must have shape [T, C, I, J] = [T, {C}, {I}, {J}] "
-                             f"(got {got})")
-        T = coarse.shape[0]
-        if not isinstance(mask, Tensor) or mask.dim() != 4 or mask.shape[0] != T or \
-                mask.shape[1] not in (1, C) or tuple(mask.shape[2:]) != (I, J):
-            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f"'mask' must have shape [T, C, I, J] or [T, 1, I, J] = "
-                             f"[{T}, {C} or 1, {I}, {J}] (got {got})")
-        if isinstance(history, bool) or int(history) != history or not 0 <= history < T:
-            raise ValueError(f"'history' must be an integer in [0, T={T}) (got {history!r})")
-        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"'num_samples' must be a positive integer (got {num_samples!r})")
-        if reduce not in ("mean", "median"):
-            raise ValueError(f"'reduce' must be 'mean' or 'median' (got {reduce!r})")
-        if int(batch_size) < 1:
-            raise ValueError(f"'batch_size' must be positive (got {batch_size})")
         modes = {False: None, True: "additive", "additive": "additive",
                  "proportional": "proportional"}
         if not isinstance(mass_consistent, (bool, str)) or mass_consistent not in modes:
@@ -1431,32 +1493,17 @@ class DiffRecon(nn.Module):
                              f"'proportional' (got {mass_consistent!r})")
         mode = modes[mass_consistent]
         out_device = coarse.device
-        # the series is prepared on the CPU; each batch moves to the model's device
-        coarse, mask = coarse.cpu(), mask.cpu()
-        time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
-                                                 self.ext_features)
-        m = (mask != 0).expand(T, C, I, J)
-        x = torch.where(m, coarse.float(), torch.zeros(()))
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("'coarse' has NaN/inf at observed entries (mask 1); mark them "
-                             "missing instead")
-        mf = m.float()
-        zc_obs = self._scale(x, self.coarse_mean, self.coarse_std) * mf
-        self._steps = _step_inputs(step_inputs, T)      # batches below read these
+        zc_obs, mf, time, ext, step_feats = self._prepare_series(
+            coarse, mask, history, time, ext, num_samples, reduce, batch_size, step_inputs)
+        T, C, I, J = zc_obs.shape
         S = int(num_samples)
         gen = torch.Generator().manual_seed(int(seed))
         xc_T = torch.randn((S, T, C, I, J), generator=gen)
         Tout = T - int(history)
         xf_T = torch.randn((S, Tout, C) + self.fine_size, generator=gen)
         bs = int(batch_size)
-        comp = torch.empty(S, T, C, I, J)
-        for s in tqdm(range(0, T, bs), disable=not progress, desc="Diffusion-C"):
-            idx = torch.arange(s, min(T, s + bs))
-            b = self._c_batch(zc_obs, mf, idx, time, ext, step_feats)
-            xT = xc_T[:, idx].reshape(-1, C, I, J)
-            out = self.stage_c.generate(b, xT, sampler, steps, gen)
-            comp[:, idx] = out.reshape(S, len(idx), C, I, J)
-        comp = torch.where(m.unsqueeze(0), zc_obs.unsqueeze(0), comp)
+        comp = self._sample_c(zc_obs, mf, time, ext, step_feats, xc_T, sampler, steps, bs,
+                              gen, progress)
         fine = torch.empty((S, Tout, C) + self.fine_size)
         # the completion mask only means something to a Diffusion-F trained on completions
         observed = mf if bool(self.f_saw_completions) else None
