@@ -18,7 +18,10 @@ Protocol (DiffRecon §V, `arXiv:2410.05323 <https://arxiv.org/abs/2410.05323>`_)
 
 Methods: ``interp`` (baseline (a): nearest fill + distributional upsampling), ``srcnn``
 (b), ``urbanfm`` (c), ``diffrecon`` and its ablations ``diffrecon-no-pretrain``,
-``diffrecon-no-joint``, ``diffrecon-no-stpointformer``, ``diffrecon-no-tpatternnet``.
+``diffrecon-no-joint``, ``diffrecon-no-stpointformer``, ``diffrecon-no-tpatternnet`` and
+``diffrecon-sr-f`` (the paper's "Diffusion-F replaced by a super-resolution network": the
+full model's Diffusion-C completes, then UrbanFM, trained on complete sum-pooled coarse
+maps as Diffusion-F is pre-trained, infers the fine maps).
 
 Entry points: :func:`build_parser`, :func:`run` (-> JSON rows ``{dataset, method,
 pattern, ratio, mae, rmse, seconds, train_seconds, ...}``; ``ratio`` is the measured
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 
 BASELINES = ("interp", "srcnn", "urbanfm")
 ABLATIONS = ("diffrecon-no-pretrain", "diffrecon-no-joint", "diffrecon-no-stpointformer",
-             "diffrecon-no-tpatternnet")
+             "diffrecon-no-tpatternnet", "diffrecon-sr-f")
 METHODS = BASELINES + ("diffrecon",) + ABLATIONS
 ALL_PATTERNS = ("fixed:0.2,fixed:0.4,fixed:0.6,fixed:0.8,"
                 "random:0.2,random:0.4,random:0.6,random:0.8,block")
@@ -254,6 +257,30 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 independent_stages=bool(getattr(args, "independent_stages", False)))
 
 
+def _upsampler(method, args, fine_tr, time_tr, ext_tr, patterns, seed, val_data):
+    """Baseline (b) SRCNN or (c) UrbanFM, trained with masks simulated from ``patterns``
+    (``["random:0.0"]``: on complete coarse maps)."""
+    from ..models.baselines import SRCNN, UrbanFM, fit_upsampler
+    C, (H, W), N = fine_tr.shape[1], fine_tr.shape[2:], args.factor
+    coarse_size = (H // N, W // N)
+    cond = _cond_vector(time_tr, ext_tr) if method == "urbanfm" else None
+    if method == "srcnn":
+        net = SRCNN(C, coarse_size, N)
+    else:
+        net = UrbanFM(C, coarse_size, N, cond_features=0 if cond is None else cond.shape[1],
+                      width=64, num_blocks=8)
+    net = net.to(args.device)
+    val_fine, val_time, val_ext = val_data if val_data is not None else (None, None, None)
+    val_cond = None
+    if val_fine is not None and method == "urbanfm":
+        val_cond = _cond_vector(val_time, val_ext)
+    fit_upsampler(net, fine_tr, cond, patterns=patterns, steps=args.baseline_steps,
+                  batch_size=args.baseline_batch_size, lr=args.lr, seed=seed,
+                  progress=args.progress, val_fine=val_fine, val_cond=val_cond,
+                  val_every=args.val_every)
+    return net
+
+
 def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day,
            val_data=None, checkpoint=None):
     """Train one method on the training maps; returns a predict callable
@@ -261,7 +288,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
     ``val_data``: ``(fine, time, ext)`` of held-out maps for early stopping, or ``None``;
     ``checkpoint``: DiffRecon's resumable checkpoint file, or ``None``."""
     val_fine, val_time, val_ext = val_data if val_data is not None else (None, None, None)
-    from ..models.baselines import SRCNN, InterpolationUpsampling, UrbanFM, fit_upsampler
+    from ..models.baselines import InterpolationUpsampling
     from ..models.diffrecon import DiffRecon
     C, (H, W), N = fine_tr.shape[1], fine_tr.shape[2:], args.factor
     coarse_size = (H // N, W // N)
@@ -272,21 +299,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
         m = InterpolationUpsampling(N).fit(fine_tr)
         return lambda c, k, tm, ex, ctx: m.predict(c[ctx:], k[ctx:])
     if method in ("srcnn", "urbanfm"):
-        cond = _cond_vector(time_tr, ext_tr)
-        if method == "srcnn":
-            net = SRCNN(C, coarse_size, N)
-        else:
-            net = UrbanFM(C, coarse_size, N, cond_features=0 if cond is None else
-                          cond.shape[1], width=64, num_blocks=8)
-        net = net.to(args.device)
-        val_cond = None
-        if val_fine is not None and method == "urbanfm":
-            val_cond = _cond_vector(val_time, val_ext)
-        fit_upsampler(net, fine_tr, cond if method == "urbanfm" else None,
-                      patterns=patterns, steps=args.baseline_steps,
-                      batch_size=args.baseline_batch_size, lr=args.lr, seed=seed,
-                      progress=args.progress, val_fine=val_fine, val_cond=val_cond,
-                      val_every=args.val_every)
+        net = _upsampler(method, args, fine_tr, time_tr, ext_tr, patterns, seed, val_data)
 
         def predict(c, k, tm, ex, ctx):
             cv = _cond_vector(tm, ex) if method == "urbanfm" else None
@@ -294,6 +307,9 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
         predict.model = net
         return predict
     if method.startswith("diffrecon"):
+        # "diffrecon-sr-f" (the paper's "Diffusion-F replaced by a super-resolution
+        # network") trains the full model, whose Diffusion-C it keeps
+        full = method == "diffrecon-sr-f"
         kw = _diffrecon_kwargs(args, C, coarse_size, ext_features, use_time, steps_per_day)
         kw["use_stpointformer"] = method != "diffrecon-no-stpointformer"
         kw["use_tpatternnet"] = method != "diffrecon-no-tpatternnet"
@@ -318,6 +334,23 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
                                      mass_consistent=args.mass_consistent or False,
                                      seed=seed,
                                      progress=args.progress).fine
+
+        if full:
+            # UrbanFM in Diffusion-F's place, trained like Diffusion-F's pre-training on
+            # complete (sum-pooled) coarse maps, fed Diffusion-C's completions at test
+            torch.manual_seed(seed)
+            net = _upsampler("urbanfm", args, fine_tr, time_tr, ext_tr, ["random:0.0"], seed,
+                             val_data)
+
+            def predict(c, k, tm, ex, ctx):  # noqa: F811 - replaces the fine stage
+                comp, _ = model.complete(c, k, history=ctx, time=tm, ext=ex,
+                                         num_samples=args.samples, sampler=args.sampler,
+                                         steps=args.sampling_steps, reduce=args.reduce,
+                                         seed=seed, progress=args.progress)
+                cv = _cond_vector(tm, ex)
+                return net.predict(comp, torch.ones_like(comp),
+                                   None if cv is None else cv[ctx:])
+            predict.upsampler = net
         predict.model = model
         return predict
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
