@@ -682,6 +682,17 @@ def test_user_conditioner_inputs_are_checked_by_name():
     with pytest.raises(ValueError, match=r"'val_step_inputs' must have the keys"):
         model.fit(fine, step_inputs={"rain": torch.zeros(40)}, val_fine=fine[:30],
                   val_time=time[:30], **kw)
+    with pytest.raises(ValueError, match="'val_step_inputs' needs 'val_fine'"):
+        model.fit(fine, step_inputs={"rain": torch.zeros(40)},
+                  val_step_inputs={"rain": torch.zeros(30)}, **kw)
+    with pytest.raises(KeyError, match="_StepConditioner reads batch key 'rain'.*step_inputs"):
+        model.fit(fine, **kw)                          # the conditioner's input is missing
+    assert model._steps == {}                          # nothing kept after a failed call
+    model.fit(fine, step_inputs={"rain": torch.zeros(40)}, **kw)
+    assert model._steps == {}                          # ... nor after a finished one
+    lone = DiffRecon(channels=2, coarse_size=(4, 2), factor=2,
+                     conditioners_c=_StepConditioner("wind"))    # one conditioner, no list
+    assert any(isinstance(m, _StepConditioner) for m in lone.stage_c.modules())
     with pytest.raises(TypeError, match="Conditioner instances"):
         DiffRecon(channels=2, coarse_size=(4, 2), factor=2,
                   conditioners_c=[torch.nn.Linear(1, 1)])

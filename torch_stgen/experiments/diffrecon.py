@@ -219,7 +219,8 @@ def _load(args):
 
 def calendar(timestamps, holidays=None) -> torch.Tensor:
     """``[T, 3]`` float ``(hour of day incl. fraction, weekday Monday=0, holiday flag)``:
-    :func:`torch_stgen.data.time_features` with ``encoding='raw'``, DiffRecon's ``time``."""
+    :func:`torch_stgen.data.time_features` with ``encoding='raw'``, DiffRecon's ``time``
+    (numeric holiday flags count as booleans: any non-zero value is a holiday)."""
     from ..data import time_features
     return time_features(timestamps, holidays, encoding="raw")
 

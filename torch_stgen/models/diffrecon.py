@@ -34,6 +34,7 @@ Diffusion-F learns from Diffusion-C's own completions.
 """
 import contextlib
 import copy
+import functools
 import logging
 import math
 import time as _time
@@ -546,8 +547,22 @@ _BUILTIN_KEYS = frozenset({"obs", "mask", "hist", "hist_mask", "hist_ext", "time
                            "coarse", "series", "observed"})
 
 
-def _user_conditioners(conditioners: Sequence[Conditioner]) -> List[Conditioner]:
-    conds = list(conditioners)
+def _restores_step_inputs(method):
+    """Decorator: the per-step inputs a :class:`DiffRecon` method sets are dropped again
+    when it returns (or raises), so the model keeps no reference to a caller's data."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        saved = self._steps
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._steps = saved
+    return wrapped
+
+
+def _user_conditioners(conditioners: Union[Conditioner, Sequence[Conditioner]]
+                       ) -> List[Conditioner]:
+    conds = [conditioners] if isinstance(conditioners, Conditioner) else list(conditioners)
     bad = [type(c).__name__ for c in conds if not isinstance(c, Conditioner)]
     if bad:
         raise TypeError(f"'conditioners' must be torch_stgen.nn.Conditioner instances "
@@ -557,7 +572,8 @@ def _user_conditioners(conditioners: Sequence[Conditioner]) -> List[Conditioner]
 
 def _step_inputs(inputs: Optional[Dict[str, Tensor]], T: int,
                  name: str = "step_inputs") -> Dict[str, Tensor]:
-    """Validate the user's per-step conditioning inputs ``{key: [T, ...]}`` (CPU float)."""
+    """Validate the user's per-step conditioning inputs ``{key: [T, ...]}`` (returned on
+    the CPU, dtypes kept)."""
     if inputs is None:
         return {}
     if not isinstance(inputs, dict):
@@ -948,6 +964,7 @@ class DiffRecon(nn.Module):
             comp[idx] = self.stage_c.generate(b, x_T[idx], sampler, steps, gen)
         return torch.where(m.bool(), zc, comp)
 
+    @_restores_step_inputs
     def fit(self, fine: Tensor, time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
             patterns: Sequence[Union[str, SparsePattern]] = ("random:0.4",),
             pretrain_steps: int = 2000, joint_steps: int = 500, batch_size: int = 64,
@@ -1150,6 +1167,9 @@ class DiffRecon(nn.Module):
                          self.coarse_std)
         targets = torch.arange(need - 1, T)
         steps_tr = _step_inputs(step_inputs, T)
+        if val_step_inputs is not None and val_fine is None:
+            raise ValueError("'val_step_inputs' needs 'val_fine' (the held-out maps they "
+                             "belong to)")
         val_check, steps_val = None, {}
         if val_fine is not None:
             if isinstance(val_every, bool) or int(val_every) != val_every or val_every < 1:
@@ -1182,7 +1202,9 @@ class DiffRecon(nn.Module):
             "independent_stages": self.independent_stages,
             "fine": data_fingerprint(fine), "time": data_fingerprint(time),
             "ext": data_fingerprint(ext), "val_fine": data_fingerprint(val_fine),
-            "step_inputs": {k: data_fingerprint(v) for k, v in steps_tr.items()}},
+            "step_inputs": {k: data_fingerprint(v) for k, v in steps_tr.items()} or None,
+            "val_step_inputs": {k: data_fingerprint(v) for k, v in steps_val.items()}
+            or None},
             resume=resume)
         self.train()
         log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "joint_mix": joint_mix,
@@ -1389,6 +1411,7 @@ class DiffRecon(nn.Module):
         return torch.where(mf.bool().unsqueeze(0), zc_obs.unsqueeze(0), comp)
 
     @torch.no_grad()
+    @_restores_step_inputs
     def complete(self, coarse: Tensor, mask: Tensor, history: int = 0,
                  time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
                  num_samples: int = 8, sampler: str = "ddim", steps: int = 20,
@@ -1418,6 +1441,7 @@ class DiffRecon(nn.Module):
         return point.to(coarse.device), out.std(0, unbiased=False).to(coarse.device)
 
     @torch.no_grad()
+    @_restores_step_inputs
     def reconstruct(self, coarse: Tensor, mask: Tensor, history: int = 0,
                     time: Optional[Tensor] = None, ext: Optional[Tensor] = None,
                     num_samples: int = 8, sampler: str = "ddim", steps: int = 20,
@@ -1486,6 +1510,8 @@ class DiffRecon(nn.Module):
         Returns:
             :class:`Reconstruction` with ``fine`` ``[T - history, C, NI, NJ]``.
         """
+        zc_obs, mf, time, ext, step_feats = self._prepare_series(
+            coarse, mask, history, time, ext, num_samples, reduce, batch_size, step_inputs)
         modes = {False: None, True: "additive", "additive": "additive",
                  "proportional": "proportional"}
         if not isinstance(mass_consistent, (bool, str)) or mass_consistent not in modes:
@@ -1493,8 +1519,6 @@ class DiffRecon(nn.Module):
                              f"'proportional' (got {mass_consistent!r})")
         mode = modes[mass_consistent]
         out_device = coarse.device
-        zc_obs, mf, time, ext, step_feats = self._prepare_series(
-            coarse, mask, history, time, ext, num_samples, reduce, batch_size, step_inputs)
         T, C, I, J = zc_obs.shape
         S = int(num_samples)
         gen = torch.Generator().manual_seed(int(seed))

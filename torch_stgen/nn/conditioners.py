@@ -323,7 +323,13 @@ class ConditionerStack(Conditioner):
     def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         parts = {k: [] for k in KEYS}
         for c in self.conditioners:
-            out = c.check(c(batch))
+            try:
+                out = c(batch)
+            except KeyError as err:     # name the conditioner and what the batch holds
+                raise KeyError(f"{type(c).__name__} reads batch key {err} that the batch "
+                               f"lacks (it has {sorted(batch)}); models such as DiffRecon "
+                               f"fill extra keys from step_inputs={{key: [T, ...]}}") from None
+            out = c.check(out)
             for k, v in out.items():
                 parts[k].append(v)
         result = {}
