@@ -107,6 +107,12 @@ def test_diffrecon_refuses_a_checkpoint_of_another_run(diffrecon_data, tmp_path)
                       use_tpatternnet=False)
     with pytest.raises(ValueError, match="architecture: saved"):
         other.fit(fine, checkpoint=path, **dict(kw, pretrain_steps=2, joint_steps=1))
+    # a setting without parameters of its own (T-PatternNet's top_k) counts too
+    torch.manual_seed(0)
+    top_k = DiffRecon(channels=2, coarse_size=(4, 2), factor=2, history_c=3, history_f=6,
+                      model_channels=8, d_model=8, num_train_timesteps=50, top_k=2)
+    with pytest.raises(ValueError, match="architecture: saved"):
+        top_k.fit(fine, checkpoint=path, **dict(kw, pretrain_steps=2, joint_steps=1))
     # resume=False starts afresh and overwrites
     _diffrecon().fit(fine, checkpoint=path, resume=False, **dict(kw, pretrain_steps=2))
     assert torch.load(path, weights_only=True)["fingerprint"]["joint_steps"] == 6

@@ -178,6 +178,11 @@ class TimesBlock(nn.Module):
         self.conv[0].reset_parameters()
         self.conv[2].reset_parameters()
 
+    def extra_repr(self) -> str:
+        return (f"seq_len={self.seq_len}, d_model={self.d_model}, d_ff={self.d_ff}, "
+                f"top_k={self.top_k}, num_kernels={self.num_kernels}, "
+                f"period_rule={self.period_rule!r}")
+
     def _check(self, x: Tensor):
         if (not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != self.seq_len
                 or x.shape[2] != self.d_model):

@@ -53,11 +53,14 @@ def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:
 
 
 def architecture_fingerprint(module: nn.Module) -> str:
-    """A short hash of ``module``'s parameter and buffer names and shapes: a checkpoint of
-    another architecture is refused by name instead of failing inside
-    ``load_state_dict``."""
+    """A short hash of ``module``'s parameter and buffer names and shapes and of every
+    submodule's settings (its ``extra_repr``, e.g. T-PatternNet's ``top_k``, which owns no
+    parameter): a checkpoint of another architecture is refused by name instead of
+    failing inside ``load_state_dict`` or resuming a different model."""
     spec = ";".join(f"{k}:{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}"
                     for k, v in module.state_dict().items())
+    spec += "|" + ";".join(f"{name}:{type(m).__name__}({m.extra_repr()})"
+                           for name, m in module.named_modules())
     return hashlib.sha1(spec.encode()).hexdigest()[:12]
 
 
