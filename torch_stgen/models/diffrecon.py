@@ -552,11 +552,8 @@ def _restores_step_inputs(method):
     when it returns (or raises), so the model keeps no reference to a caller's data."""
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
-        saved = self._steps
-        try:
+        with self._using_steps(self._steps):     # whatever the method sets is undone
             return method(self, *args, **kwargs)
-        finally:
-            self._steps = saved
     return wrapped
 
 
