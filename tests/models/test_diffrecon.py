@@ -97,6 +97,9 @@ def test_fit_schedule_and_ablation_budgets():
     m = _tiny().fit(fine, time=time, pretrain_steps=2, joint_steps=1, joint_refresh=1,
                     batch_size=4, joint_sampling_steps=1)
     assert (m.history_log["pretrain_steps"], m.history_log["joint_steps"]) == (2, 1)
+    losses = m.history_log["train_losses"]              # one value per iteration and stage
+    assert sorted(losses) == ["loss_c", "loss_f"] and len(losses["loss_f"]) == 3
+    assert m.history_log["final_loss_f"] == losses["loss_f"][-1] > 0
     m = _tiny().fit(fine, time=time, pretrain_steps=2, joint_steps=1, joint=False,
                     batch_size=4)
     assert (m.history_log["pretrain_steps"], m.history_log["joint_steps"]) == (3, 0)

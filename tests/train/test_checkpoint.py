@@ -204,15 +204,20 @@ def test_ema_state_round_trip():
         EMA(nn.Linear(3, 2, bias=False)).load_state_dict(ema.state_dict())
 
 
-def test_a_checkpoint_of_the_older_layout_is_refused_by_name(kgdiff_data, tmp_path):
+@pytest.mark.parametrize("layout", [1, 2])
+def test_a_checkpoint_of_an_older_layout_is_refused_by_name(kgdiff_data, tmp_path, layout):
     x, nodes, kw, _, _ = kgdiff_data
     path = tmp_path / "kg.pt"
     _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
-    state = torch.load(path, weights_only=True)   # rewrite without per-rank entries
-    own = state.pop("ranks")[0]
-    state.update(gen=own["gen"], rng=own["rng"], loss=own["loss"])
+    state = torch.load(path, weights_only=True)
+    assert state["format"] == 2
+    del state["format"]                 # what session-9 files look like (layout 2 unmarked)
+    if layout == 1:                     # and before them: no per-rank entries
+        own = state.pop("ranks")[0]
+        state.update(gen=own["gen"], rng=own["rng"], loss=own["history"]["loss"])
     torch.save(state, path)
     with pytest.raises(ValueError, match="older torch-stgen.*resume=False"):
         _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
     _kgdiff().fit(x, nodes, checkpoint=path, resume=False, **dict(kw, steps=2))
-    assert "ranks" in torch.load(path, weights_only=True)
+    saved = torch.load(path, weights_only=True)
+    assert saved["format"] == 2 and len(saved["ranks"][0]["history"]["loss"]) == 2

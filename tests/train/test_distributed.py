@@ -74,7 +74,7 @@ def test_ranks_given_different_data_are_refused_by_name(ranks):
 def test_a_diverging_rank_stops_every_rank(ranks):
     (r0, r1), _ = ranks
     for r in (r0, r1):
-        assert "KGDiff training diverged" in r["diverged"] and "norm nan" in r["diverged"]
+        assert "KGDiff train diverged" in r["diverged"] and "gradient norms [nan]" in r["diverged"]
 
 
 def test_sharded_results_gather_in_order(ranks):

@@ -52,8 +52,8 @@ from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
 from ..nn import STPointFormer, TPatternNet
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
                                ExternalConditioner, ObservedMapConditioner)
-from ..train import Checkpointer, architecture_fingerprint, data_fingerprint
-from ..train.distributed import DataParallelLoss, all_mean, is_main_process, rank_seed
+from ..train import Trainer, architecture_fingerprint, data_fingerprint
+from ..train.distributed import all_mean, rank_seed
 
 __all__ = ["STPointFormerConditioner", "TPatternConditioner", "PositionConditioner",
            "DiffusionC", "DiffusionF", "DiffRecon", "Reconstruction"]
@@ -1187,22 +1187,27 @@ class DiffRecon(nn.Module):
         opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
-        ckpt = Checkpointer(checkpoint, checkpoint_every, fingerprint={
-            "model": "DiffRecon", "architecture": architecture_fingerprint(self),
-            "patterns": [p.name for p in pats],
-            "pretrain_steps": pretrain_steps, "joint_steps": joint_steps,
-            "batch_size": batch_size, "lr": lr, "pretrain": pretrain, "joint": joint,
-            "joint_refresh": joint_refresh, "joint_sampling_steps": joint_sampling_steps,
-            "joint_series": joint_series, "joint_mix": joint_mix, "joint_mode": joint_mode,
-            "joint_sampler": joint_sampler, "seed": int(seed), "val_every": val_every,
-            "val_maps": val_maps, "val_condition": val_condition,
-            "independent_stages": self.independent_stages,
-            "fine": data_fingerprint(fine), "time": data_fingerprint(time),
-            "ext": data_fingerprint(ext), "val_fine": data_fingerprint(val_fine),
-            "step_inputs": {k: data_fingerprint(v) for k, v in steps_tr.items()} or None,
-            "val_step_inputs": {k: data_fingerprint(v) for k, v in steps_val.items()}
-            or None},
-            resume=resume)
+        trainer = Trainer(
+            self, opt, sched, total=n_pre + n_joint, generator=gen, checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every, resume=resume, fingerprint={
+                "model": "DiffRecon", "architecture": architecture_fingerprint(self),
+                "patterns": [p.name for p in pats],
+                "pretrain_steps": pretrain_steps, "joint_steps": joint_steps,
+                "batch_size": batch_size, "lr": lr, "pretrain": pretrain, "joint": joint,
+                "joint_refresh": joint_refresh, "joint_sampling_steps": joint_sampling_steps,
+                "joint_series": joint_series, "joint_mix": joint_mix,
+                "joint_mode": joint_mode, "joint_sampler": joint_sampler, "seed": int(seed),
+                "val_every": val_every, "val_maps": val_maps, "val_condition": val_condition,
+                "independent_stages": self.independent_stages,
+                "fine": data_fingerprint(fine), "time": data_fingerprint(time),
+                "ext": data_fingerprint(ext), "val_fine": data_fingerprint(val_fine),
+                "step_inputs": {k: data_fingerprint(v) for k, v in steps_tr.items()} or None,
+                "val_step_inputs": {k: data_fingerprint(v) for k, v in steps_val.items()}
+                or None},
+            grad_clip=1.0,      # independent stages: each stage's norm bounds only itself
+            clip_groups=([self.stage_c.parameters(), self.stage_f.parameters()]
+                         if self.independent_stages else None),
+            progress=progress, desc="DiffRecon fit", log_every=20)
         self.train()
         log_ = {"pretrain_steps": n_pre, "joint_steps": n_joint, "joint_mix": joint_mix,
                 "joint_mode": joint_mode, "joint_series": joint_series,
@@ -1212,33 +1217,25 @@ class DiffRecon(nn.Module):
             log_["val_condition"] = val_condition
         t0 = _time.perf_counter()
         comp = sources = source_mask = None
-        loss_c = loss_f = torch.zeros(())
         curve: List[Tuple[int, float, float]] = []
         best: Dict[str, Tuple[float, int, Dict[str, Tensor]]] = {}
-        start, elapsed = 0, 0.0
-        saved = ckpt.load()
+        elapsed = 0.0
+        saved = trainer.resume()
         if saved is not None:
-            start = ckpt.restore_loop_state(saved, self, opt, sched, gen)
             elapsed = float(saved["elapsed"])
             curve = [tuple(c) for c in saved["curve"]]
             best = {k: tuple(v) for k, v in saved["best"].items()}
-            own = saved["rank"]                     # this rank's completions and losses
+            own = saved["rank"]                     # this rank's completions
             if own["sources"] is not None:
                 sources, source_mask = own["sources"], own["source_mask"]
                 comp = sources[1:]
-            loss_c, loss_f = torch.tensor(own["loss_c"]), torch.tensor(own["loss_f"])
-            log.info("DiffRecon.fit resumes from %s at iteration %d of %d", ckpt.path, start,
-                     n_pre + n_joint)
+            log.info("DiffRecon.fit resumes from %s at iteration %d of %d", checkpoint,
+                     trainer.start, n_pre + n_joint)
 
-        def snapshot() -> Dict[str, object]:
-            state = ckpt.loop_state(self, opt, sched, gen)
-            state["rank"].update(sources=sources, source_mask=source_mask,
-                                 loss_c=loss_c.item(), loss_f=loss_f.item())
-            return {**state, "curve": curve, "best": best,
-                    "elapsed": elapsed + _time.perf_counter() - t0}
-
-        bar = tqdm(range(start, n_pre + n_joint), initial=start, total=n_pre + n_joint,
-                   disable=not progress or not is_main_process(), desc="DiffRecon fit")
+        def extra_state() -> Dict[str, object]:
+            return {"curve": curve, "best": best,
+                    "elapsed": elapsed + _time.perf_counter() - t0,
+                    "rank": {"sources": sources, "source_mask": source_mask}}
 
         def check(done: int) -> None:
             with self._using_steps(steps_val):
@@ -1250,8 +1247,9 @@ class DiffRecon(nn.Module):
                 if key not in best or v < best[key][0]:
                     best[key] = (v, done, copy.deepcopy(stage.state_dict()))
 
-        def losses(joint_phase: bool) -> Tuple[Tensor, Tensor]:
-            """One iteration's denoising losses of both stages on this rank's batch."""
+        def loss_fn(it: int) -> Dict[str, Tensor]:
+            """Iteration ``it``'s denoising losses of both stages on this rank's batch."""
+            joint_phase = it >= n_pre
             t_idx = targets[torch.randint(len(targets), (batch_size,), generator=gen)]
             # Diffusion-C on simulated masks
             m = SparsePattern.draw_mixture(pats, batch_size, self.history_c,
@@ -1297,16 +1295,13 @@ class DiffRecon(nn.Module):
             else:
                 b_f = self._f_batch(zc, t_idx, time, ext)
             loss_f = self.stage_f.loss(b_f, zf[t_idx], gen)
-            return loss_c, loss_f
+            return {"loss_c": loss_c, "loss_f": loss_f}
 
-        ddp_loss = DataParallelLoss(self)      # averages gradients over ranks under DDP
-        for it in bar:
-            if ckpt.due(it):
-                ckpt.save(it, snapshot())
+        def before_step(it: int) -> None:
+            nonlocal comp, sources, source_mask
             if val_check is not None and it and it % int(val_every) == 0:
                 check(it)
-            joint_phase = it >= n_pre
-            if joint_phase and joint_mode == "sampled" and \
+            if it >= n_pre and joint_mode == "sampled" and \
                     (it - n_pre) % max(1, joint_refresh) == 0:
                 self.eval()
                 if joint_series is None:
@@ -1321,21 +1316,9 @@ class DiffRecon(nn.Module):
                 sources = torch.cat([zc.unsqueeze(0), comp])       # [1 + P, T, C, I, J]
                 source_mask = torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask])
                 self.train()
-            loss_c, loss_f = ddp_loss(lambda: losses(joint_phase))
-            opt.zero_grad(set_to_none=True)
-            (loss_c + loss_f).backward()
-            if self.independent_stages:             # each stage's norm bounds only itself
-                torch.nn.utils.clip_grad_norm_(self.stage_c.parameters(), 1.0)
-                torch.nn.utils.clip_grad_norm_(self.stage_f.parameters(), 1.0)
-            else:
-                torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            if progress and it % 20 == 0:
-                bar.set_postfix(phase="joint" if joint_phase else "pre",
-                                loss_c=f"{loss_c.item():.3f}", loss_f=f"{loss_f.item():.3f}")
-        ckpt.finish(n_pre + n_joint, snapshot)
-        ddp_loss.sync_buffers()
+
+        trainer.run(loss_fn, before_step, extra_state,
+                    postfix=lambda it: {"phase": "joint" if it >= n_pre else "pre"})
         if val_check is not None:
             check(n_pre + n_joint)
             self.stage_c.load_state_dict(best["c"][2])
@@ -1347,8 +1330,9 @@ class DiffRecon(nn.Module):
             n_joint_kept = n_joint
         self.eval()
         self.f_saw_completions.fill_(n_joint_kept > 0)
-        log_.update(seconds=elapsed + _time.perf_counter() - t0, final_loss_c=loss_c.item(),
-                    final_loss_f=loss_f.item())
+        log_.update(seconds=elapsed + _time.perf_counter() - t0,
+                    final_loss_c=trainer.last("loss_c"), final_loss_f=trainer.last("loss_f"),
+                    train_losses=trainer.history)
         self.history_log = log_
         return self
 

@@ -70,9 +70,8 @@ from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDif
 from ..nn.delay import DelayEmbedding
 from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
-from ..train import EMA, Checkpointer, architecture_fingerprint, data_fingerprint
-from ..train.distributed import (DataParallelLoss, is_distributed, is_main_process,
-                                 rank_seed)
+from ..train import Trainer, architecture_fingerprint, data_fingerprint
+from ..train.distributed import rank_seed
 
 __all__ = ["KGDiff"]
 
@@ -591,63 +590,28 @@ class KGDiff(nn.Module):
                                weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
-        hist = []
         self.train()
-        # under DDP: rank 0's weights go to every rank here, before the EMA copies them
-        ddp_loss = DataParallelLoss(self)      # averages gradients over ranks under DDP
-        ema = None if ema_decay is None else EMA(self, ema_decay)
+        trainer = Trainer(
+            self, opt, sched, total=int(steps), generator=gen, checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every, resume=resume, fingerprint={
+                "model": "KGDiff", "architecture": architecture_fingerprint(self),
+                "steps": int(steps), "batch_size": int(batch_size),
+                "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip,
+                "seed": int(seed), "ema_decay": ema_decay, "x": data_fingerprint(x),
+                "nodes": data_fingerprint(nodes), "mask": data_fingerprint(mask)},
+            grad_clip=grad_clip, ema_decay=ema_decay, progress=progress, desc="KGDiff train",
+            leave=False)
+        if trainer.resume() is not None:
+            log.info("KGDiff.fit resumes from %s at step %d of %d", checkpoint, trainer.start,
+                     steps)
         S = x.shape[0]
-        ckpt = Checkpointer(checkpoint, checkpoint_every, fingerprint={
-            "model": "KGDiff", "architecture": architecture_fingerprint(self),
-            "steps": int(steps), "batch_size": int(batch_size),
-            "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip,
-            "seed": int(seed), "ema_decay": ema_decay, "x": data_fingerprint(x),
-            "nodes": data_fingerprint(nodes), "mask": data_fingerprint(mask)},
-            resume=resume)
-        start = 0
-        saved = ckpt.load()
-        if saved is not None:
-            start = ckpt.restore_loop_state(saved, self, opt, sched, gen)
-            if ema is not None:
-                ema.load_state_dict(saved["ema"])
-            hist = list(saved["rank"]["loss"])
-            log.info("KGDiff.fit resumes from %s at step %d of %d", ckpt.path, start, steps)
 
-        def snapshot() -> Dict[str, object]:
-            state = ckpt.loop_state(self, opt, sched, gen)
-            state["rank"]["loss"] = hist
-            return {**state, "ema": None if ema is None else ema.state_dict()}
-
-        bar = tqdm(range(start, int(steps)), initial=start, total=int(steps),
-                   disable=not progress or not is_main_process(), desc="KGDiff train",
-                   leave=False)
-        for step in bar:
-            if ckpt.due(step):
-                ckpt.save(step, snapshot())
+        def loss_fn(step: int) -> Tensor:
             idx = torch.randint(0, S, (min(int(batch_size), S),), generator=gen)
-            loss = ddp_loss(lambda: self.loss(x[idx].to(device), nodes[idx].to(device),
-                                              obs[idx].to(device), generator=gen))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            # the norm of the (rank-averaged) gradient is the same on every rank, so all
-            # ranks stop together; max_norm=inf measures without clipping
-            norm = nn.utils.clip_grad_norm_(self.parameters(), grad_clip or math.inf)
-            value = float(loss.detach())
-            if not math.isfinite(float(norm)) or \
-                    (not is_distributed() and not math.isfinite(value)):
-                raise FloatingPointError(f"KGDiff training diverged (loss {value}, gradient "
-                                         f"norm {float(norm)}); lower 'lr' (got {lr})")
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update()
-            hist.append(value)
-            if len(hist) % 50 == 0:
-                bar.set_postfix(loss=f"{sum(hist[-50:]) / 50:.4f}")
-        ckpt.finish(int(steps), snapshot)
-        ddp_loss.sync_buffers()                 # e.g. the Geometry MoE input scales
-        if ema is not None:
-            ema.copy_to(self)
+            return self.loss(x[idx].to(device), nodes[idx].to(device), obs[idx].to(device),
+                             generator=gen)
+
+        hist = trainer.run(loss_fn)["loss"]
         self.eval()
         return {"loss": hist}
 

@@ -1,11 +1,13 @@
-"""torch_stgen.train: training utilities shared by the models (exponential moving average
-of the weights, resumable checkpoints, data-parallel training over ranks)."""
+"""torch_stgen.train: the training loop the models share (:class:`Trainer`) and its parts
+(exponential moving average of the weights, resumable checkpoints, data-parallel training
+over ranks)."""
 from .checkpoint import Checkpointer, architecture_fingerprint, data_fingerprint  # noqa: F401
 from .distributed import (DataParallelLoss, all_gather_cat, cleanup_distributed,  # noqa: F401
-                          get_rank, get_world_size, is_main_process, setup_distributed,
-                          shard)
+                          get_rank, get_world_size, is_main_process, rank_seed,
+                          setup_distributed, shard)
 from .ema import EMA  # noqa: F401
+from .trainer import Trainer  # noqa: F401
 
-__all__ = ["EMA", "Checkpointer", "architecture_fingerprint", "data_fingerprint",
+__all__ = ["Trainer", "EMA", "Checkpointer", "architecture_fingerprint", "data_fingerprint",
            "DataParallelLoss", "setup_distributed", "cleanup_distributed", "get_rank",
-           "get_world_size", "is_main_process", "shard", "all_gather_cat"]
+           "get_world_size", "is_main_process", "rank_seed", "shard", "all_gather_cat"]

@@ -3,7 +3,7 @@ r"""Training checkpoints that a re-run resumes from, bit for bit.
 A long :meth:`DiffRecon.fit <torch_stgen.models.DiffRecon.fit>` or
 :meth:`KGDiff.fit <torch_stgen.models.KGDiff.fit>` cut off at iteration :math:`k` should
 not cost its first :math:`k` iterations. With ``fit(..., checkpoint=PATH)`` the loop
-writes, every ``checkpoint_every`` iterations and once more after the last, everything the
+(:class:`~torch_stgen.train.Trainer`) writes, every ``checkpoint_every`` iterations and once more after the last, everything the
 rest of the run depends on: the module's ``state_dict``, the optimiser and learning-rate
 schedule, the run's CPU generator, PyTorch's global CPU (and CUDA) generators, and the
 loop's own bookkeeping (losses, validation curve, best weights, ...). Calling the same
@@ -42,6 +42,11 @@ from .distributed import (all_gather_objects, gather_objects_to_main, get_rank,
                           get_world_size)
 
 __all__ = ["Checkpointer", "architecture_fingerprint", "data_fingerprint"]
+
+#: Layout of the files :meth:`Checkpointer.save` writes; files of another layout are
+#: refused by name. 2: per-rank entries under ``"ranks"``, each with the loop's generator
+#: and loss ``history`` (:class:`~torch_stgen.train.Trainer`).
+FORMAT = 2
 
 
 def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:
@@ -95,8 +100,8 @@ class Checkpointer:
     and the iteration; :meth:`load` restores the global RNG states itself.
 
     The state passed to :meth:`save` may hold a ``"rank"`` dict of entries that differ
-    between ranks (:meth:`loop_state` puts the run's generator there); :meth:`load`
-    returns this rank's ``"rank"`` dict again.
+    between ranks (:class:`~torch_stgen.train.Trainer` puts the run's generator and loss
+    history there); :meth:`load` returns this rank's ``"rank"`` dict again.
     """
 
     def __init__(self, path: Optional[Union[str, Path]], every: int = 100,
@@ -169,36 +174,15 @@ class Checkpointer:
                                for k in diff)
             raise ValueError(f"'checkpoint' {str(self.path)!r} belongs to a different run "
                              f"({detail}); pass resume=False (or delete the file) to start afresh")
-        if "ranks" not in state:        # written before per-rank entries existed
+        if state.get("format") != FORMAT:   # an older layout (e.g. no per-rank entries)
             raise ValueError(f"'checkpoint' {str(self.path)!r} was written by an older "
-                             f"torch-stgen (no per-rank entries); pass resume=False (or "
-                             f"delete the file) to start afresh")
+                             f"torch-stgen (layout {state.get('format', 1)}, this version "
+                             f"reads {FORMAT}); pass resume=False (or delete the file) to "
+                             f"start afresh")
         state["rank"] = state.pop("ranks")[get_rank()]
         _set_rng_state(state["rank"]["rng"])
         self.start = int(state["iteration"])
         return state
-
-    @staticmethod
-    def loop_state(module: nn.Module, opt: torch.optim.Optimizer,
-                   sched: torch.optim.lr_scheduler.LRScheduler,
-                   gen: torch.Generator) -> Dict[str, object]:
-        """The part of a checkpoint every loop has: weights, optimiser, schedule and the
-        run's generator (pass it to :meth:`save` together with the loop's own entries;
-        per-rank entries go into the ``"rank"`` dict next to the generator)."""
-        return {"model": module.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "rank": {"gen": gen.get_state()}}
-
-    @staticmethod
-    def restore_loop_state(state: Dict[str, object], module: nn.Module,
-                           opt: torch.optim.Optimizer,
-                           sched: torch.optim.lr_scheduler.LRScheduler,
-                           gen: torch.Generator) -> int:
-        """Load what :meth:`loop_state` saved; returns the iteration to continue from."""
-        module.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["rank"]["gen"])
-        return int(state["iteration"])
 
     def save(self, iteration: int, state: Dict[str, object]) -> None:
         """Write ``state`` (tensors and plain containers) as the run's state before
@@ -209,7 +193,8 @@ class Checkpointer:
         if ranks is None:                       # not rank 0: rank 0 writes
             return
         full = {k: v for k, v in state.items() if k != "rank"}
-        full.update(ranks=ranks, iteration=int(iteration), fingerprint=self.fingerprint)
+        full.update(ranks=ranks, iteration=int(iteration), fingerprint=self.fingerprint,
+                    format=FORMAT)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         torch.save(full, tmp)

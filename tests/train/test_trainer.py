@@ -1,0 +1,168 @@
+"""The shared training loop: what it minimises, clipping per group, the divergence stop,
+EMA, hooks, and a resume that ends bit-identical to an uninterrupted run."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from torch_stgen.train import EMA, Trainer
+
+
+class _Cut(Exception):
+    """Stands in for a killed process."""
+
+
+def _problem(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(64, 1, generator=g)
+    return model, x, y
+
+
+def _trainer(model, total=40, lr=0.05, **kw):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / (2 * total))
+    gen = torch.Generator().manual_seed(7)
+    return Trainer(model, opt, sched, total=total, generator=gen, **kw), gen
+
+
+def _mse_fn(model, x, y, gen):
+    def loss_fn(it):
+        idx = torch.randint(len(x), (16,), generator=gen)
+        return (model(x[idx]) - y[idx]).pow(2).mean()
+    return loss_fn
+
+
+def test_it_minimises_the_loss_and_records_one_value_per_iteration():
+    model, x, y = _problem()
+    trainer, gen = _trainer(model)
+    with torch.no_grad():
+        before = float((model(x) - y).pow(2).mean())
+    hist = trainer.run(_mse_fn(model, x, y, gen))
+    with torch.no_grad():
+        after = float((model(x) - y).pow(2).mean())
+    assert list(hist) == ["loss"] and len(hist["loss"]) == 40
+    assert after < 0.2 * before
+    assert trainer.last() == hist["loss"][-1]
+    assert trainer.scheduler.last_epoch == 40
+
+
+def test_a_dict_of_losses_minimises_their_sum_and_keeps_each_history():
+    model, x, y = _problem()
+    calls = []
+
+    def loss_fn(it):
+        err = (model(x) - y).pow(2).mean()
+        return {"a": err, "b": 0 * err + 3.0}          # b: constant, no gradient
+    trainer, _ = _trainer(model, total=5)
+    trainer.run(loss_fn, before_step=calls.append)
+    assert calls == [0, 1, 2, 3, 4]
+    assert trainer.history["b"] == [3.0] * 5
+    assert trainer.history["a"][-1] < trainer.history["a"][0]
+
+
+def test_clip_groups_bound_each_group_on_its_own():
+    a, b = nn.Parameter(torch.zeros(4)), nn.Parameter(torch.zeros(4))
+    holder = nn.ParameterList([a, b])
+
+    def run(groups):
+        with torch.no_grad():
+            a.zero_(), b.zero_()
+        opt = torch.optim.SGD(holder.parameters(), lr=1.0)
+        trainer = Trainer(holder, opt, total=1, generator=torch.Generator(), grad_clip=1.0,
+                          clip_groups=groups)
+        # gradients: a gets norm 100, b gets norm 0.5
+        trainer.run(lambda it: -(a.sum() * 50.0) - b.sum() * 0.25)
+        return a.detach().norm().item(), b.detach().norm().item()
+
+    na, nb = run([[a], [b]])
+    assert math.isclose(na, 1.0, rel_tol=1e-5) and math.isclose(nb, 0.5, rel_tol=1e-5)
+    na, nb = run(None)                                   # one group: b shrinks with a
+    total = math.hypot(100.0, 0.5)
+    assert math.isclose(na, 100.0 / total, rel_tol=1e-5)
+    assert math.isclose(nb, 0.5 / total, rel_tol=1e-5)
+
+
+def test_a_non_finite_loss_stops_with_the_iteration_and_lr():
+    model, x, y = _problem()
+    trainer, _ = _trainer(model, total=10, desc="toy")
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def loss_fn(it):
+        err = (model(x) - y).pow(2).mean()
+        return err * float("nan") if it == 3 else err
+    with pytest.raises(FloatingPointError, match=r"toy diverged at iteration 3 .*lower 'lr'"):
+        trainer.run(loss_fn)
+    assert len(trainer.history["loss"]) == 4
+    # the NaN step was not taken
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_ema_weights_replace_the_last_iterate():
+    model, x, y = _problem()
+    trainer, gen = _trainer(model, total=12, ema_decay=0.8)
+    trainer.run(_mse_fn(model, x, y, gen))
+    plain, x, y = _problem()                              # the same run, without EMA
+    by_hand = EMA(plain, decay=0.8)
+    plain_tr, gen = _trainer(plain, total=12)
+    plain_tr.run(_mse_fn(plain, x, y, gen), before_step=lambda it: it and by_hand.update())
+    by_hand.update()                                     # after the last step
+    assert plain_tr.history == trainer.history           # EMA does not touch training
+    assert trainer.ema.num_updates == by_hand.num_updates == 12
+    for (k, p), q in zip(model.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.detach(), by_hand.shadow[k], rtol=0, atol=0)
+        assert not torch.equal(p.detach(), q.detach())  # not the last iterate
+
+
+def test_resume_after_a_cut_ends_bit_identical(tmp_path):
+    def run(path=None, cut=None):
+        model, x, y = _problem()
+        trainer, gen = _trainer(model, total=25, checkpoint=path, checkpoint_every=4,
+                                fingerprint={"toy": 1}, ema_decay=0.9)
+        seen = []
+        saved = trainer.resume()
+        if saved is not None:
+            seen = list(saved["seen"])
+        loss_fn = _mse_fn(model, x, y, gen)
+
+        def before(it):
+            if cut is not None and it == cut:
+                raise _Cut()
+            seen.append(it)
+        trainer.run(loss_fn, before, extra_state=lambda: {"seen": list(seen)})
+        return model, trainer, seen
+
+    ref, ref_tr, ref_seen = run()
+    path = tmp_path / "toy.pt"
+    with pytest.raises(_Cut):
+        run(path, cut=14)
+    assert torch.load(path, weights_only=True)["iteration"] == 12
+    model, trainer, seen = run(path)
+    assert trainer.start == 12 and seen == ref_seen == list(range(25))
+    assert trainer.history == ref_tr.history
+    for p, q in zip(model.state_dict().values(), ref.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    # a finished checkpoint trains nothing more
+    again, tr, _ = run(path)
+    assert tr.start == 25 and tr.history == ref_tr.history
+    with pytest.raises(ValueError, match="different run.*toy"):
+        m, _, _ = _problem()
+        Trainer(m, torch.optim.Adam(m.parameters()), total=25, generator=torch.Generator(),
+                checkpoint=path, fingerprint={"toy": 2}).resume()
+
+
+@pytest.mark.parametrize("kw, match", [(dict(total=-1), "'total'"),
+                                       (dict(total=2.5), "'total'"),
+                                       (dict(total=3, log_every=0), "'log_every'"),
+                                       (dict(total=3, grad_clip=-1.0), "'grad_clip'"),
+                                       (dict(total=3, checkpoint_every=0),
+                                        "'checkpoint_every'")])
+def test_bad_arguments_are_refused_by_name(kw, match):
+    model, _, _ = _problem()
+    with pytest.raises(ValueError, match=match):
+        Trainer(model, torch.optim.Adam(model.parameters()), generator=torch.Generator(),
+                **kw)
