@@ -54,3 +54,17 @@ def test_distributed_example_under_torchrun(tmp_path):
     assert found, proc.stdout
     assert int(found.group(1)) == 36 and 0 < float(found.group(2)) < 1e3
     assert set(torch.load(out, weights_only=True)) >= {"fine_mean", "fine_std"}
+
+
+def test_custom_conditioner_example_resumes_from_its_checkpoint(monkeypatch, capsys,
+                                                                 tmp_path):
+    ckpt = tmp_path / "run.pt"
+    first = _run(monkeypatch, capsys, "custom_conditioner.py", "--steps", "6")
+    again = _run(monkeypatch, capsys, "custom_conditioner.py", "--steps", "6",
+                 "--checkpoint", str(ckpt))
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 6
+    resumed = _run(monkeypatch, capsys, "custom_conditioner.py", "--steps", "6",
+                   "--checkpoint", str(ckpt))              # finished: loads, trains nothing
+    mae = [re.search(r"MAE on the last two days: ([0-9.]+)", o).group(1)
+           for o in (first, again, resumed)]
+    assert mae[0] == mae[1] == mae[2], mae
