@@ -41,6 +41,7 @@ def main():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="resumable checkpoint file")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
@@ -70,11 +71,11 @@ def main():
                               generator=gen)
 
     trainer = Trainer(denoiser, opt, total=args.steps, generator=gen,
-                      checkpoint=args.checkpoint, progress=True, desc="train",
+                      checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                      progress=True, desc="train",
                       fingerprint={"example": "custom_conditioner", "seed": args.seed,
                                    "fine": data_fingerprint(fine)})
-    trainer.resume()
-    trainer.run(loss_fn)
+    trainer.run(loss_fn)                  # continues the checkpoint, if there is one
     denoiser.eval()
 
     batch = {"obs": coarse[test] * mask[test], "mask": mask[test], "rain": rain[test]}

@@ -58,13 +58,34 @@ def test_distributed_example_under_torchrun(tmp_path):
 
 def test_custom_conditioner_example_resumes_from_its_checkpoint(monkeypatch, capsys,
                                                                  tmp_path):
+    import torch_stgen.diffusion as diffusion
+    real, calls = diffusion.diffusion_loss, []
+
+    class Cut(Exception):
+        pass
+
+    def counted(*args, cut_at=None, **kwargs):
+        calls.append(1)
+        if cut_at is not None and len(calls) > cut_at:
+            raise Cut()
+        return real(*args, **kwargs)
+
+    def run(*argv, cut_at=None):
+        calls.clear()               # the example imports diffusion_loss when it runs
+        monkeypatch.setattr(diffusion, "diffusion_loss",
+                            lambda *a, **k: counted(*a, cut_at=cut_at, **k))
+        return _run(monkeypatch, capsys, "custom_conditioner.py", "--steps", "6", *argv)
+
     ckpt = tmp_path / "run.pt"
-    first = _run(monkeypatch, capsys, "custom_conditioner.py", "--steps", "6")
-    again = _run(monkeypatch, capsys, "custom_conditioner.py", "--steps", "6",
-                 "--checkpoint", str(ckpt))
-    assert torch.load(ckpt, weights_only=True)["iteration"] == 6
-    resumed = _run(monkeypatch, capsys, "custom_conditioner.py", "--steps", "6",
-                   "--checkpoint", str(ckpt))              # finished: loads, trains nothing
-    mae = [re.search(r"MAE on the last two days: ([0-9.]+)", o).group(1)
-           for o in (first, again, resumed)]
+    plain = run()
+    with pytest.raises(Cut):                         # killed during iteration 5
+        run("--checkpoint", str(ckpt), "--checkpoint-every", "2", cut_at=4)
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 4
+    resumed = run("--checkpoint", str(ckpt), "--checkpoint-every", "2")
+    assert len(calls) == 2                           # iterations 4 and 5 only
+    written = ckpt.read_bytes()
+    again = run("--checkpoint", str(ckpt), "--checkpoint-every", "2")
+    assert len(calls) == 0 and ckpt.read_bytes() == written   # finished: nothing trained
+    mae = [re.search(r"MAE on the last two days: ([0-9.]+) .*loss ([0-9.]+) -> ([0-9.]+)",
+                     o).groups() for o in (plain, resumed, again)]
     assert mae[0] == mae[1] == mae[2], mae

@@ -148,6 +148,31 @@ def test_joint_mix_conditions_diffusion_f_on_truth_or_completions(mix):
         _tiny().fit(fine, time=time, pretrain_steps=1, joint_steps=1, joint_mix=1.5)
 
 
+@pytest.mark.parametrize("kw, match", [(dict(pretrain_steps=-1), "'pretrain_steps'"),
+                                       (dict(joint_steps=1.5), "'joint_steps'"),
+                                       (dict(batch_size=0), "'batch_size'")])
+def test_fit_refuses_bad_step_counts_by_name(kw, match):
+    fine, time = _series(T=30)
+    with pytest.raises(ValueError, match=match + " must be a"):
+        _tiny().fit(fine, time=time, **dict(dict(pretrain_steps=1, joint_steps=1), **kw))
+
+
+def test_fit_stops_on_a_non_finite_loss():
+    fine, time = _series(T=30)
+    model = _tiny()
+    real, calls = model.stage_f.loss, []
+
+    def nan_on_third(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out * float("nan") if len(calls) == 3 else out
+    model.stage_f.loss = nan_on_third
+    with pytest.raises(FloatingPointError, match=r"DiffRecon fit diverged at iteration 2 "
+                                                 r".*'loss_f': nan.*lower 'lr' \(peak 0.001"):
+        model.fit(fine, time=time, pretrain_steps=4, joint_steps=0, batch_size=4)
+    assert len(calls) == 3
+
+
 def test_joint_completions_keep_observed_truth(fitted):
     model, fine, time = fitted
     zc = model._scale(coarsen(fine, 2), model.coarse_mean, model.coarse_std)

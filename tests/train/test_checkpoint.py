@@ -211,12 +211,13 @@ def test_a_checkpoint_of_an_older_layout_is_refused_by_name(kgdiff_data, tmp_pat
     _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
     state = torch.load(path, weights_only=True)
     assert state["format"] == 2
-    del state["format"]                 # what session-9 files look like (layout 2 unmarked)
-    if layout == 1:                     # and before them: no per-rank entries
+    del state["format"]                 # unnumbered, as before layouts were numbered
+    if layout == 1:                     # and without per-rank entries, older still
         own = state.pop("ranks")[0]
         state.update(gen=own["gen"], rng=own["rng"], loss=own["history"]["loss"])
     torch.save(state, path)
-    with pytest.raises(ValueError, match="older torch-stgen.*resume=False"):
+    with pytest.raises(ValueError, match="another torch-stgen version.*layout unnumbered, "
+                                         "this version reads 2.*resume=False"):
         _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
     _kgdiff().fit(x, nodes, checkpoint=path, resume=False, **dict(kw, steps=2))
     saved = torch.load(path, weights_only=True)

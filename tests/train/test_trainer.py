@@ -86,7 +86,7 @@ def test_clip_groups_bound_each_group_on_its_own():
     assert math.isclose(nb, 0.5 / total, rel_tol=1e-5)
 
 
-def test_a_non_finite_loss_stops_with_the_iteration_and_lr():
+def test_a_non_finite_gradient_stops_with_the_iteration_and_lr():
     model, x, y = _problem()
     trainer, _ = _trainer(model, total=10, desc="toy")
     before = [p.detach().clone() for p in model.parameters()]
@@ -94,12 +94,27 @@ def test_a_non_finite_loss_stops_with_the_iteration_and_lr():
     def loss_fn(it):
         err = (model(x) - y).pow(2).mean()
         return err * float("nan") if it == 3 else err
-    with pytest.raises(FloatingPointError, match=r"toy diverged at iteration 3 .*lower 'lr'"):
+    # the schedule 1 - i / 20 gives 0.05 * (1 - 3 / 20) at iteration 3
+    with pytest.raises(FloatingPointError, match=r"toy diverged at iteration 3 .*gradient "
+                                                 r"norms \[nan\]\); lower 'lr' \(peak 0.05, "
+                                                 r"at this iteration 0.0425\)"):
         trainer.run(loss_fn)
     assert len(trainer.history["loss"]) == 4
     # the NaN step was not taken
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_a_non_finite_loss_with_a_finite_gradient_stops_too():
+    model, x, y = _problem()
+    trainer, _ = _trainer(model, total=10, desc="toy")
+
+    def loss_fn(it):
+        err = (model(x) - y).pow(2).mean()
+        return {"fit": err, "log": torch.tensor(float("inf") if it == 2 else 0.0)}
+    with pytest.raises(FloatingPointError, match=r"iteration 2 .*'log': inf"):
+        trainer.run(loss_fn)
+    assert trainer.history["log"] == [0.0, 0.0, math.inf]
 
 
 def test_ema_weights_replace_the_last_iterate():
@@ -153,6 +168,35 @@ def test_resume_after_a_cut_ends_bit_identical(tmp_path):
         m, _, _ = _problem()
         Trainer(m, torch.optim.Adam(m.parameters()), total=25, generator=torch.Generator(),
                 checkpoint=path, fingerprint={"toy": 2}).resume()
+
+
+def test_run_resumes_by_itself_and_refuses_another_schedule(tmp_path):
+    path = tmp_path / "toy.pt"
+
+    def make(total=8, **kw):
+        model, x, y = _problem()
+        trainer, gen = _trainer(model, total=total, checkpoint=path, checkpoint_every=2,
+                                fingerprint={"toy": 1}, **kw)
+        return model, trainer, _mse_fn(model, x, y, gen)
+
+    ref_model, ref, loss_fn = make(total=8)
+    ref.run(loss_fn)                                     # writes the finished state
+    model, trainer, loss_fn = make(total=8)
+    calls = []
+    trainer.run(loss_fn, before_step=calls.append)       # no explicit resume()
+    assert trainer.start == 8 and calls == [] and trainer.history == ref.history
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(RuntimeError, match="before run"):
+        trainer.resume()
+    with pytest.raises(RuntimeError, match="already called"):
+        trainer.run(loss_fn)
+    with pytest.raises(ValueError, match="different run.*trainer: saved .*'total': 8.*"
+                                         "'total': 100"):
+        make(total=100)[1].resume()
+    with pytest.raises(ValueError, match="different run.*'ema_decay': None.*"
+                                         "'ema_decay': 0.9"):
+        make(total=8, ema_decay=0.9)[1].resume()
 
 
 @pytest.mark.parametrize("kw, match", [(dict(total=-1), "'total'"),

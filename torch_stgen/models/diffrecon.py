@@ -1112,9 +1112,17 @@ class DiffRecon(nn.Module):
                 required with ``val_fine`` when ``step_inputs`` is given.
 
         Returns:
-            ``self`` (``self.history_log`` records what ran, with early stopping the
-            validation curve ``val_curve`` (iteration, loss C, loss F) and the chosen
-            iterations ``best_iter_c`` / ``best_iter_f``).
+            ``self`` (``self.history_log`` records what ran: the per-iteration losses
+            ``train_losses = {"loss_c": [...], "loss_f": [...]}`` and the last of them,
+            ``final_loss_c`` / ``final_loss_f`` (``nan`` when no iteration ran); with early
+            stopping the validation curve ``val_curve`` (iteration, loss C, loss F) and the
+            chosen iterations ``best_iter_c`` / ``best_iter_f``).
+
+        Raises:
+            FloatingPointError: a loss or gradient norm is not finite (the iteration, the
+                losses and the learning rate are named); lower ``lr``.
+
+        The loop is the shared :class:`~torch_stgen.train.Trainer`.
         """
         if not isinstance(fine, Tensor) or fine.dim() != 4 or fine.shape[1] != self.channels \
                 or tuple(fine.shape[2:]) != self.fine_size:
@@ -1132,6 +1140,11 @@ class DiffRecon(nn.Module):
         pats = [SparsePattern.parse(p) for p in patterns]
         if not pats:
             raise ValueError("'patterns' must not be empty")
+        for name, value in (("pretrain_steps", pretrain_steps), ("joint_steps", joint_steps)):
+            if isinstance(value, bool) or int(value) != value or value < 0:
+                raise ValueError(f"'{name}' must be a non-negative integer (got {value!r})")
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"'batch_size' must be a positive integer (got {batch_size!r})")
         if joint_series is not None and (isinstance(joint_series, bool) or
                                          int(joint_series) != joint_series or
                                          joint_series < 1):

@@ -175,10 +175,11 @@ class Checkpointer:
             raise ValueError(f"'checkpoint' {str(self.path)!r} belongs to a different run "
                              f"({detail}); pass resume=False (or delete the file) to start afresh")
         if state.get("format") != FORMAT:   # an older layout (e.g. no per-rank entries)
-            raise ValueError(f"'checkpoint' {str(self.path)!r} was written by an older "
-                             f"torch-stgen (layout {state.get('format', 1)}, this version "
-                             f"reads {FORMAT}); pass resume=False (or delete the file) to "
-                             f"start afresh")
+            raise ValueError(f"'checkpoint' {str(self.path)!r} was written by another "
+                             f"torch-stgen version (checkpoint layout "
+                             f"{state.get('format', 'unnumbered')}, this version reads "
+                             f"{FORMAT}); pass resume=False (or delete the file) to start "
+                             f"afresh")
         state["rank"] = state.pop("ranks")[get_rank()]
         _set_rng_state(state["rank"]["rng"])
         self.start = int(state["iteration"])

@@ -58,11 +58,19 @@ class Trainer:
     4. backward; every entry of ``clip_groups`` has its gradient norm clipped to
        ``grad_clip`` on its own (``None``: measured, not clipped); a norm that is not
        finite (or, on a single process, a loss that is not finite) raises
-       :class:`FloatingPointError` naming ``lr``. Under data parallelism the norm is that
-       of the rank-averaged gradient, the same on every rank, so all ranks stop together;
-    5. optimiser step, ``scheduler`` step, EMA update;
-    6. each loss's value is appended to :attr:`history`; the bar shows their means over
-       the last ``log_every`` iterations.
+       :class:`FloatingPointError` naming the iteration, the losses and the peak and
+       current learning rates (the losses of that iteration are already in
+       :attr:`history`; its optimiser step is not taken). Under data parallelism the norm
+       is that of the rank-averaged gradient, the same on every rank, so all ranks stop
+       together;
+    5. optimiser step, ``scheduler`` step, EMA update; the bar shows each loss's mean
+       over the last ``log_every`` iterations.
+
+    A checkpoint's fingerprint holds ``fingerprint`` and the trainer's own settings
+    (``total``, ``grad_clip``, the number of clip groups, ``ema_decay``, whether there is
+    a scheduler), so a file of another schedule is refused by name. :meth:`run` resumes
+    from the checkpoint by itself; call :meth:`resume` first when the model has its own
+    entries to restore (``extra_state``).
 
     After the last iteration the finished state is checkpointed, buffers are copied from
     rank 0 to every rank (values a model set during training) and, with ``ema_decay``,
@@ -132,6 +140,10 @@ class Trainer:
             else [list(group) for group in clip_groups])
         self.progress, self.desc, self.leave = bool(progress), desc, bool(leave)
         self.log_every = int(log_every)
+        fingerprint = dict(fingerprint or {}, trainer={
+            "total": self.total, "grad_clip": self.grad_clip,
+            "clip_groups": len(self.clip_groups), "ema_decay": ema_decay,
+            "scheduler": None if scheduler is None else type(scheduler).__name__})
         self.checkpointer = Checkpointer(checkpoint, checkpoint_every,
                                          fingerprint=fingerprint, resume=resume)
         # under DDP: rank 0's weights go to every rank here, before the EMA copies them
@@ -140,14 +152,22 @@ class Trainer:
         self.history: Dict[str, List[float]] = {}
         self.start = 0
         self._extra_state: Optional[Callable[[], Dict[str, object]]] = None
+        self._resumed: Optional[Dict[str, object]] = None
+        self._state = "new"                 # -> "resumed" -> "running"
 
     # ------------------------------------------------------------------ state
     def resume(self) -> Optional[Dict[str, object]]:
         """Load the checkpoint, if there is one for this run: weights, optimiser,
         schedule, generator, EMA and history are restored here. Returns the saved state
         (the model's own entries as given by ``extra_state`` to :meth:`run`; this rank's
-        per-rank entries under ``"rank"``), or ``None`` for a fresh start. Call it once,
-        before :meth:`run`."""
+        per-rank entries under ``"rank"``), or ``None`` for a fresh start. Collective
+        under data-parallel training. A second call returns the same state; a call after
+        :meth:`run` raises ``RuntimeError``."""
+        if self._state == "running":
+            raise RuntimeError("Trainer.resume() must come before run()")
+        if self._state == "resumed":
+            return self._resumed
+        self._state = "resumed"
         saved = self.checkpointer.load()
         if saved is None:
             return None
@@ -161,6 +181,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(saved["ema"])
         self.start = int(saved["iteration"])
+        self._resumed = saved
         return saved
 
     def state_dict(self) -> Dict[str, object]:
@@ -204,6 +225,10 @@ class Trainer:
         Returns:
             :attr:`history`.
         """
+        if self._state == "running":
+            raise RuntimeError("Trainer.run() was already called; build a new Trainer")
+        self.resume()                       # a no-op when the caller already resumed
+        self._state = "running"
         self._extra_state = extra_state
         ckpt = self.checkpointer
         bar = tqdm(range(self.start, self.total), initial=self.start, total=self.total,
@@ -224,10 +249,12 @@ class Trainer:
             values = {k: v[-1] for k, v in self.history.items() if k in losses}
             if not all(map(math.isfinite, norms)) or \
                     (not is_distributed() and not all(map(math.isfinite, values.values()))):
-                lr = self.optimizer.param_groups[0]["lr"]
+                group = self.optimizer.param_groups[0]
+                peak = group.get("initial_lr", group["lr"])
                 raise FloatingPointError(
                     f"{self.desc} diverged at iteration {it} (losses {values}, gradient "
-                    f"norms {norms}); lower 'lr' (now {lr:g})")
+                    f"norms {norms}); lower 'lr' (peak {peak:g}, at this iteration "
+                    f"{group['lr']:g})")
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
