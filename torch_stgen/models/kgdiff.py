@@ -59,7 +59,7 @@ reduce to the Euclidean one).
 import logging
 import math
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDiffusion
+from ..nn.conditioners import Conditioner, ConditionerStack
 from ..nn.delay import DelayEmbedding
 from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
@@ -90,6 +91,34 @@ def _as_entity_tensor(value, name: str) -> Tensor:
     if not bool(torch.isfinite(value).all()):
         raise ValueError(f"'{name}' has non-finite values")
     return value.detach().float().cpu()
+
+
+def _sample_inputs(inputs: Optional[Dict[str, Tensor]], lead: Tuple[int, ...], what: str,
+                   name: str) -> Dict[str, Tensor]:
+    """Validate a user's conditioning inputs ``{key: [*lead, ...]}`` (returned on the
+    CPU, dtypes kept)."""
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, dict):
+        raise TypeError(f"'{name}' must be a dict {{key: tensor [{what}, ...]}} "
+                        f"(got {type(inputs).__name__})")
+    out = {}
+    for key, value in inputs.items():
+        if key in _BUILTIN_KEYS:
+            raise ValueError(f"'{name}' key {key!r} is a built-in batch key; choose another "
+                             f"name (built-in: {sorted(_BUILTIN_KEYS)})")
+        if not isinstance(value, Tensor) or tuple(value.shape[:len(lead)]) != tuple(lead):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"'{name}[{key!r}]' must be a tensor [{what}, ...] = "
+                             f"{list(lead)} + [...] (got {got})")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"'{name}[{key!r}]' has NaN/inf values")
+        out[key] = value.cpu()
+    return out
+
+
+#: what KGDiff puts into a conditioner's batch itself: the KG entity id of every sample
+_BUILTIN_KEYS = frozenset({"entity"})
 
 
 class _GuidanceEncoder(nn.Module):
@@ -324,6 +353,16 @@ class KGDiff(nn.Module):
         num_train_timesteps (int, optional): length of the discrete chain used by the
             DDPM / DDIM samplers (200 in the paper). (default: ``200``)
         beta_schedule (str, optional): its schedule. (default: ``'cosine'``)
+        conditioners (Conditioner or sequence, optional): the user's own
+            :class:`~torch_stgen.nn.Conditioner` s (not in the paper), e.g. the day's
+            weather or weekday. Each must produce only a ``'vector'`` ``[B, vector_dim]``;
+            the vectors are concatenated to :math:`\varphi`, so eq. 19's block embedding
+            becomes :math:`e = \mathrm{MLP}_t(\mathrm{PE}(c_{noise})) +
+            \mathrm{MLP}_c([\varphi; c_1; \dots])` (with ``guidance=False``:
+            :math:`\mathrm{MLP}_c([c_1; \dots])`). They steer the denoiser only; the
+            meta pattern stays :math:`f(\varphi)`. Their batch holds the per-sample
+            entries of ``inputs`` given to :meth:`fit` / :meth:`loss` / :meth:`generate`
+            and ``"entity"``, the KG entity id of every sample. (default: ``None``)
 
     Shapes:
         - **loss:** ``x`` ``[B, L]`` (original units), ``nodes`` ``[B]``, ``mask`` ``[B, L]``
@@ -342,7 +381,8 @@ class KGDiff(nn.Module):
                  guidance_dropout: float = 0.0, aggregation: str = "relation",
                  sigma_data: Optional[float] = None, num_train_timesteps: int = 200,
                  beta_schedule: str = "cosine", pattern_shrink: float = 0.5,
-                 message_norm: bool = True, moe_input_scale: bool = True):
+                 message_norm: bool = True, moe_input_scale: bool = True,
+                 conditioners: Optional[Union[Conditioner, Sequence[Conditioner]]] = None):
         super().__init__()
         for attr in ("edge_index", "edge_type", "num_entities", "num_relations"):
             if not hasattr(kg, attr):
@@ -411,9 +451,25 @@ class KGDiff(nn.Module):
                         if self.guidance_on else None)
         self.pattern_head = (_PatternHead(self.dim, self.length, 2 * self.dim)
                              if self.meta_pattern else None)
+        self.conditioners = None
+        if conditioners is not None:
+            conds = ([conditioners] if isinstance(conditioners, Conditioner)
+                     else list(conditioners))
+            bad = [type(c).__name__ for c in conds if not isinstance(c, Conditioner)]
+            if bad:
+                raise TypeError(f"'conditioners' must be torch_stgen.nn.Conditioner "
+                                f"instances (got {bad})")
+            for c in conds:
+                if c.kind != ("vector",):
+                    raise ValueError(f"'conditioners': KGDiff takes conditioners that "
+                                     f"produce only a 'vector' (got {type(c).__name__} "
+                                     f"producing {list(c.kind)})")
+            self.conditioners = ConditionerStack(conds) if conds else None
+        cond_dim = ((self.dim if self.guidance_on else 0)
+                    + (self.conditioners.vector_dim if self.conditioners is not None else 0))
         unet = UNet2D(1, 1, model_channels=model_channels, channel_mult=channel_mult,
-                      num_res_blocks=num_res_blocks, cond_dim=self.dim if self.guidance_on
-                      else 0, film=film, mid_attention=mid_attention, time_scale=100.0)
+                      num_res_blocks=num_res_blocks, cond_dim=cond_dim, film=film,
+                      mid_attention=mid_attention, time_scale=100.0)
         self.precond = EDMPrecond(_ResidualImageNet(unet), sigma_data=sigma_data)
         sched = DDPMScheduler(num_train_timesteps=int(num_train_timesteps),
                               beta_schedule=beta_schedule, prediction_type="sample")
@@ -482,6 +538,27 @@ class KGDiff(nn.Module):
         f = self._pattern_std(phi, n, self.scale_mean.device)
         return f * self.scale_std + self.scale_mean
 
+    def _inputs(self, inputs: Optional[Dict[str, Tensor]], lead: Tuple[int, ...],
+                what: str) -> Dict[str, Tensor]:
+        inputs = _sample_inputs(inputs, lead, what, "inputs")
+        if inputs and self.conditioners is None:
+            raise ValueError(f"'inputs' {sorted(inputs)} given, but the model has no "
+                             f"conditioners to read them")
+        return inputs
+
+    def _condition(self, phi: Optional[Tensor], ent: Tensor,
+                   inputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """The denoiser's condition ``{"cond": [B, cond_dim]}``: :math:`\varphi`, then the
+        user conditioners' vectors (``{}`` when there is neither)."""
+        parts = [] if phi is None else [phi]
+        if self.conditioners is not None:
+            device = ent.device
+            batch = {k: v.to(device) for k, v in inputs.items()}
+            batch["entity"] = ent
+            parts.append(self.conditioners.check(self.conditioners(batch), ent.numel())
+                         ["vector"].to(torch.float32))
+        return {"cond": torch.cat(parts, dim=1)} if parts else {}
+
     # ------------------------------------------------------------------ training
     def _check_batch(self, x: Tensor, mask: Optional[Tensor]):
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.length:
@@ -492,7 +569,8 @@ class KGDiff(nn.Module):
                              f"(got {tuple(mask.shape)})")
 
     def loss(self, x: Tensor, nodes, mask: Optional[Tensor] = None,
-             generator: Optional[torch.Generator] = None, return_parts: bool = False):
+             generator: Optional[torch.Generator] = None, return_parts: bool = False,
+             inputs: Optional[Dict[str, Tensor]] = None):
         r"""Joint training loss of a batch (module docstring): EDM loss on the delay-embedded
         residual + ``pattern_weight`` :math:`\|x_0 - f\|^2`, both masked to observed steps
         and to the image entries that carry a series step.
@@ -504,6 +582,8 @@ class KGDiff(nn.Module):
             mask (Tensor, optional): ``[B, L]`` 1 = observed. (default: all observed)
             generator (torch.Generator, optional): for :math:`\sigma` and the noise.
             return_parts (bool): also return ``(diffusion, pattern)`` terms.
+            inputs (dict, optional): ``{key: [B, ...]}``, the batch of the model's
+                ``conditioners``. (default: ``None``)
         """
         self._check_batch(x, mask)
         if not bool(self.scaler_set):
@@ -512,6 +592,7 @@ class KGDiff(nn.Module):
         ent = self._entities(nodes)
         if ent.numel() != B:
             raise ValueError(f"'nodes' must have B={B} entries (got {ent.numel()})")
+        inputs = self._inputs(inputs, (B,), "B")
         z = ((x - self.scale_mean) / self.scale_std).to(torch.float32)
         obs = torch.ones_like(z) if mask is None else mask.to(z.dtype)
         z = torch.where(obs > 0, z, torch.zeros_like(z))
@@ -524,7 +605,7 @@ class KGDiff(nn.Module):
         f_img = self.delay(self.pattern_shrink * f).unsqueeze(1)
         aux_f = None if self.pattern_shrink == 1.0 else self.delay(f).unsqueeze(1)
         m_img = (self.delay(obs) * self.delay.image_mask.to(z.dtype)).unsqueeze(1)
-        cond = {} if phi is None else {"cond": phi}
+        cond = self._condition(phi, ent, inputs)
         return self.diffusion.edm_loss(self.precond, img, f=f_img, mask=m_img, aux_f=aux_f,
                                        generator=generator, return_parts=return_parts, **cond)
 
@@ -532,7 +613,8 @@ class KGDiff(nn.Module):
             batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.0,
             grad_clip: float = 1.0, seed: int = 0, progress: bool = True,
             ema_decay: Optional[float] = None, checkpoint: Optional[Union[str, Path]] = None,
-            checkpoint_every: int = 100, resume: bool = True) -> Dict[str, list]:
+            checkpoint_every: int = 100, resume: bool = True,
+            inputs: Optional[Dict[str, Tensor]] = None) -> Dict[str, list]:
         r"""Train on daily samples with Adam (cosine learning-rate decay, gradient clipping).
 
         Sets the scaler from the observed training values if it is not set yet.
@@ -560,6 +642,9 @@ class KGDiff(nn.Module):
             checkpoint_every (int): steps between checkpoints. (default: ``100``)
             resume (bool): continue from an existing ``checkpoint``; ``False`` starts
                 afresh and overwrites it. (default: ``True``)
+            inputs (dict, optional): ``{key: [S, ...]}``, per-sample inputs of the model's
+                ``conditioners`` (e.g. the day's weather); each batch holds its rows.
+                (default: ``None``)
 
         Returns:
             dict with the per-step ``loss`` list (under data-parallel training, the
@@ -575,6 +660,7 @@ class KGDiff(nn.Module):
         if int(steps) != steps or steps < 1 or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"'steps' and 'batch_size' must be positive integers "
                              f"(got {steps}, {batch_size})")
+        inputs = self._inputs(inputs, (x.shape[0],), "S")
         obs = torch.ones_like(x) if mask is None else mask.to(x.dtype)
         if not bool(self.scaler_set):
             vals = x[obs > 0]
@@ -598,7 +684,8 @@ class KGDiff(nn.Module):
                 "steps": int(steps), "batch_size": int(batch_size),
                 "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip,
                 "seed": int(seed), "ema_decay": ema_decay, "x": data_fingerprint(x),
-                "nodes": data_fingerprint(nodes), "mask": data_fingerprint(mask)},
+                "nodes": data_fingerprint(nodes), "mask": data_fingerprint(mask),
+                "inputs": {k: data_fingerprint(v) for k, v in inputs.items()} or None},
             grad_clip=grad_clip, ema_decay=ema_decay, progress=progress, desc="KGDiff train",
             leave=False)
         if trainer.resume() is not None:
@@ -609,7 +696,7 @@ class KGDiff(nn.Module):
         def loss_fn(step: int) -> Tensor:
             idx = torch.randint(0, S, (min(int(batch_size), S),), generator=gen)
             return self.loss(x[idx].to(device), nodes[idx].to(device), obs[idx].to(device),
-                             generator=gen)
+                             generator=gen, inputs={k: v[idx] for k, v in inputs.items()})
 
         hist = trainer.run(loss_fn)["loss"]
         self.eval()
@@ -649,7 +736,8 @@ class KGDiff(nn.Module):
     def generate(self, nodes, num_samples: int = 1, sampler: str = "edm",
                  num_steps: Optional[int] = None, batch_size: int = 512,
                  seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                 eta: float = 0.0, progress: bool = False, **sampler_kwargs) -> Tensor:
+                 eta: float = 0.0, progress: bool = False,
+                 inputs: Optional[Dict[str, Tensor]] = None, **sampler_kwargs) -> Tensor:
         r"""Generate daily series for ``nodes`` (any KG node, seen in training or not).
 
         Args:
@@ -664,6 +752,9 @@ class KGDiff(nn.Module):
             generator (torch.Generator, optional): source of the initial noise.
             eta (float): DDIM :math:`\eta`. (default: ``0``)
             progress (bool): tqdm bar over batches. (default: ``False``)
+            inputs (dict, optional): ``{key: [num_samples, n, ...]}``, the inputs of the
+                model's ``conditioners`` for every sample of every node (for one value per
+                node, ``value.expand(num_samples, *value.shape)``). (default: ``None``)
             **sampler_kwargs: extra :func:`~torch_stgen.diffusion.edm_sampler` options
                 (``sigma_min``, ``sigma_max``, ``rho``, ``S_churn``).
 
@@ -686,6 +777,8 @@ class KGDiff(nn.Module):
             generator = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
         ent = self._entities(nodes)
         n, S, V = ent.numel(), int(num_samples), self.window
+        inputs = self._inputs(inputs, (S, n), "num_samples, n")
+        inputs = {k: v.reshape(S * n, *v.shape[2:]) for k, v in inputs.items()}  # s * n + j
         phi_all = self.entity_guidance()
         phi_nodes = None if phi_all is None else phi_all[ent]
         # the diffusion's centre: the meta pattern, shrunk by ``pattern_shrink``
@@ -697,7 +790,8 @@ class KGDiff(nn.Module):
         for start in tqdm(starts, disable=not progress, desc="KGDiff sample", leave=False):
             sel = flat_nodes[start:start + int(batch_size)]
             B = sel.numel()
-            cond = {} if phi_nodes is None else {"cond": phi_nodes[sel]}
+            cond = self._condition(None if phi_nodes is None else phi_nodes[sel], ent[sel],
+                                   {k: v[start:start + B] for k, v in inputs.items()})
             f_img = self.delay(f_nodes[sel]).unsqueeze(1)
             latents = torch.randn(B, 1, V, V, generator=generator).to(device)
             if sampler == "edm":

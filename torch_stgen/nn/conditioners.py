@@ -327,8 +327,9 @@ class ConditionerStack(Conditioner):
                 out = c(batch)
             except KeyError as err:     # name the conditioner and what the batch holds
                 raise KeyError(f"{type(c).__name__} reads batch key {err} that the batch "
-                               f"lacks (it has {sorted(batch)}); models such as DiffRecon "
-                               f"fill extra keys from step_inputs={{key: [T, ...]}}") from None
+                               f"lacks (it has {sorted(batch)}); the models fill extra keys "
+                               f"from the user's inputs (DiffRecon: step_inputs={{key: "
+                               f"[T, ...]}}, KGDiff: inputs={{key: [S, ...]}})") from None
             out = c.check(out)
             for k, v in out.items():
                 parts[k].append(v)
