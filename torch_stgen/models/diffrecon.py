@@ -1230,6 +1230,12 @@ class DiffRecon(nn.Module):
             log_["val_condition"] = val_condition
         t0 = _time.perf_counter()
         comp = sources = source_mask = None
+
+        def sources_of(comp: Tensor, comp_mask: Tensor) -> Tuple[Tensor, Tensor]:
+            """Source 0 = the truth (all observed), 1..P = the completion series
+            ``[1 + P, T, C, I, J]``, and their masks of observed cells."""
+            return (torch.cat([zc.unsqueeze(0), comp]),
+                    torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask]))
         curve: List[Tuple[int, float, float]] = []
         best: Dict[str, Tuple[float, int, Dict[str, Tensor]]] = {}
         elapsed = 0.0
@@ -1239,16 +1245,17 @@ class DiffRecon(nn.Module):
             curve = [tuple(c) for c in saved["curve"]]
             best = {k: tuple(v) for k, v in saved["best"].items()}
             own = saved["rank"]                     # this rank's completions
-            if own["sources"] is not None:
-                sources, source_mask = own["sources"], own["source_mask"]
-                comp = sources[1:]
+            if own["comp"] is not None:         # the truth is not stored: rebuilt here
+                comp, sources, source_mask = own["comp"], *sources_of(own["comp"],
+                                                                      own["comp_mask"])
             log.info("DiffRecon.fit resumes from %s at iteration %d of %d", checkpoint,
                      trainer.start, n_pre + n_joint)
 
         def extra_state() -> Dict[str, object]:
             return {"curve": curve, "best": best,
                     "elapsed": elapsed + _time.perf_counter() - t0,
-                    "rank": {"sources": sources, "source_mask": source_mask}}
+                    "rank": {"comp": comp,
+                             "comp_mask": None if comp is None else source_mask[1:]}}
 
         def check(done: int) -> None:
             with self._using_steps(steps_val):
@@ -1325,9 +1332,7 @@ class DiffRecon(nn.Module):
                                                         ext, step_feats, gen,
                                                         joint_sampling_steps, 512,
                                                         joint_sampler)
-                # source 0 = the truth (all observed), 1..P = the completion series
-                sources = torch.cat([zc.unsqueeze(0), comp])       # [1 + P, T, C, I, J]
-                source_mask = torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask])
+                sources, source_mask = sources_of(comp, comp_mask)
                 self.train()
 
         trainer.run(loss_fn, before_step, extra_state,
