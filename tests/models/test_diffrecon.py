@@ -703,7 +703,7 @@ def test_user_conditioner_inputs_are_checked_by_name():
                       conditioners_f=[_StepConditioner("rain")])
     kw = dict(time=time, pretrain_steps=1, joint_steps=0, batch_size=2)
     with pytest.raises(ValueError, match=r"'step_inputs\['rain'\]' must be a tensor \[T, "
-                                         r"\.\.\.\] with T=40"):
+                                         r"\.\.\.\] with \[T\] = \[40\]"):
         model.fit(fine, step_inputs={"rain": torch.zeros(39)}, **kw)
     with pytest.raises(ValueError, match="'time' is a built-in batch key"):
         model.fit(fine, step_inputs={"time": torch.zeros(40)}, **kw)
@@ -715,6 +715,11 @@ def test_user_conditioner_inputs_are_checked_by_name():
                   val_step_inputs={"rain": torch.zeros(30)}, **kw)
     with pytest.raises(KeyError, match="_StepConditioner reads batch key 'rain'.*step_inputs"):
         model.fit(fine, **kw)                          # the conditioner's input is missing
+    plain = DiffRecon(channels=2, coarse_size=(4, 2), factor=2, history_c=3, history_f=6,
+                      model_channels=8, d_model=8, num_train_timesteps=50)
+    with pytest.raises(ValueError, match="'step_inputs' \\['rain'\\] given, but the model "
+                                         "has no conditioners_c / conditioners_f"):
+        plain.fit(fine, step_inputs={"rain": torch.zeros(40)}, **kw)
     assert model._steps == {}                          # nothing kept after a failed call
     model.fit(fine, step_inputs={"rain": torch.zeros(40)}, **kw)
     assert model._steps == {}                          # ... nor after a finished one

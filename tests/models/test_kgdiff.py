@@ -413,19 +413,20 @@ def _rain_conditioner(record=None):
         def forward(self, batch):
             if record is not None:
                 record.append({k: v.clone() for k, v in batch.items()})
-            return {"vector": self.embed(batch["rain"].long())}
+            return {"vector": self.embed(batch["rain"].long() % 2)}
     return Rain()
 
 
 def test_a_user_conditioner_steers_generation():
-    # every node runs at 0 on dry days and at +3 on rainy days; the unconditional model
-    # (no KG guidance) can only learn this through the rain conditioner
+    # every node runs at 0 on dry days and at +3 on rainy days, and every node sees both
+    # kinds of day; the unconditional model (no KG guidance) can only learn this through
+    # the rain conditioner
     torch.manual_seed(0)
     nodes = torch.arange(12).repeat(8)
-    rain = (torch.arange(96) % 2).float()
-    x = 3.0 * rain[:, None] + 0.2 * torch.randn(96, 16)
+    rain = (torch.arange(96) // 12 % 2).double()       # float64, as from numpy
+    x = 3.0 * rain[:, None].float() + 0.2 * torch.randn(96, 16)
     m = make(guidance=False, conditioners=[_rain_conditioner()])
-    assert m.precond.raw_net.unet.cond_dim == 4           # the rain vector alone
+    assert m.precond.raw_net.unet.cond_dim == 4          # the rain vector alone
     m.fit(x, nodes, steps=150, batch_size=32, lr=5e-3, progress=False,
           inputs={"rain": rain})
     unseen = torch.tensor([12, 13, 14])
@@ -441,23 +442,25 @@ def test_the_conditioner_batch_holds_the_inputs_and_the_entity():
     seen = []
     m = make(conditioners=_rain_conditioner(seen))
     assert m.precond.raw_net.unet.cond_dim == 8 + 4        # [phi; rain vector]
-    nodes = torch.arange(6).repeat(2)
-    rain = torch.tensor([0, 1] * 6).float()
-    m.fit(torch.randn(12, 16), nodes, steps=1, batch_size=12, progress=False,
-          inputs={"rain": rain})
-    batch = seen[-1]
-    assert sorted(batch) == ["entity", "rain"]
-    # the batch's rows pair every series' node entity with its own rain flag
-    pairs = {(int(e), float(r)) for e, r in zip(batch["entity"], batch["rain"])}
-    truth = {(int(m.node2entity[n]), float(r)) for n, r in zip(nodes, rain)}
-    assert pairs <= truth
+    nodes = torch.arange(6).repeat(3)
+    tag = torch.arange(18, dtype=torch.float64)             # one value per training row
+    m.fit(torch.randn(18, 16), nodes, steps=3, batch_size=5, progress=False,
+          inputs={"rain": tag})
+    for batch in seen:                                      # each row its own series' tag
+        assert sorted(batch) == ["entity", "rain"] and batch["rain"].dtype == torch.float32
+        rows = batch["rain"].long()
+        assert torch.equal(batch["entity"], m.node2entity[nodes[rows]])
+    assert len(seen) == 3
     seen.clear()
-    flags = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])   # [num_samples, n]
-    m.generate(torch.tensor([3, 4, 5]), num_samples=2, num_steps=2, batch_size=4,
-               inputs={"rain": flags})
-    first = seen[0]                                   # sample-major rows s * n + j
-    assert first["rain"].tolist() == [0.0, 1.0, 1.0, 1.0]
-    assert first["entity"].tolist() == m.node2entity[torch.tensor([3, 4, 5, 3])].tolist()
+    S, gen_nodes = 3, torch.tensor([5, 3, 4])
+    tags = torch.arange(S * 3, dtype=torch.float32).reshape(S, 3)   # [num_samples, n]
+    out = m.generate(gen_nodes, num_samples=S, num_steps=2, batch_size=4,
+                     inputs={"rain": tags}, sampler="ddim")
+    assert out.shape == (S, 3, 16) and [len(b["rain"]) for b in seen] == [4, 4, 1]
+    # every batch, in sample-major order s * n + j, pairs sample s of node j with tags[s, j]
+    assert torch.cat([b["rain"] for b in seen]).tolist() == tags.reshape(-1).tolist()
+    assert torch.equal(torch.cat([b["entity"] for b in seen]),
+                       m.node2entity[gen_nodes].repeat(S))
 
 
 def test_conditioner_misuse_is_refused_by_name(tmp_path):
@@ -471,19 +474,24 @@ def test_conditioner_misuse_is_refused_by_name(tmp_path):
         make().fit(x, nodes, steps=1, progress=False, inputs={"rain": torch.zeros(12)})
     m = make(conditioners=_rain_conditioner())
     with pytest.raises(ValueError, match=r"'inputs\['rain'\]' must be a tensor \[S, "
-                                         r"...\] = \[12\]"):
+                                         r"...\] with \[S\] = \[12\]"):
         m.fit(x, nodes, steps=1, progress=False, inputs={"rain": torch.zeros(11)})
     with pytest.raises(ValueError, match="'entity' is a built-in batch key"):
         m.fit(x, nodes, steps=1, progress=False, inputs={"entity": torch.zeros(12)})
     with pytest.raises(KeyError, match="Rain reads batch key 'rain'.*KGDiff: inputs"):
         m.fit(x, nodes, steps=1, progress=False)
-    with pytest.raises(ValueError, match=r"\[num_samples, n, ...\] = \[2, 3\]"):
+    m.train()
+    with pytest.raises(ValueError, match=r"\[num_samples, n\] = \[2, 3\]"):
         m.generate(torch.arange(3), num_samples=2, inputs={"rain": torch.zeros(3)})
-    # a checkpoint records the inputs: other inputs are another run
+    with pytest.raises(KeyError, match="Rain reads batch key 'rain'"):
+        m.generate(torch.arange(3), num_samples=2, num_steps=2)
+    assert m.training                              # a refused call leaves the mode as it was
+    # a checkpoint records the inputs' contents: other inputs (even of the same sum) are
+    # another run
     path = tmp_path / "kg.pt"
-    m.fit(x, nodes, steps=2, progress=False, inputs={"rain": torch.zeros(12)},
-          checkpoint=path)
+    flags = torch.tensor([0.0, 1.0] * 6)
+    m.fit(x, nodes, steps=2, progress=False, inputs={"rain": flags}, checkpoint=path)
     with pytest.raises(ValueError, match="different run.*inputs"):
         make(conditioners=_rain_conditioner()).fit(
-            x, nodes, steps=2, progress=False, inputs={"rain": torch.ones(12)},
+            x, nodes, steps=2, progress=False, inputs={"rain": flags.roll(1)},
             checkpoint=path)

@@ -191,7 +191,16 @@ def test_checkpointer_writes_atomically_and_names_bad_files(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every"):
         Checkpointer(path, every=0)
     assert data_fingerprint(None) is None
-    assert data_fingerprint(torch.ones(2, 3)) == [[2, 3], 6.0]
+    shape, total, digest = data_fingerprint(torch.ones(2, 3))
+    assert (shape, total) == ([2, 3], 6.0) and len(digest) == 16
+    flags = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    # the same shape and sum, other contents (flags shifted by one day): told apart
+    assert data_fingerprint(flags)[:2] == data_fingerprint(flags.roll(1))[:2]
+    assert data_fingerprint(flags) != data_fingerprint(flags.roll(1))
+    assert data_fingerprint(flags) != data_fingerprint(flags.double())
+    assert data_fingerprint(flags) == data_fingerprint(flags.clone())
+    assert data_fingerprint(torch.tensor(True))[0] == []          # 0-d and bool work
+    assert data_fingerprint(flags.bfloat16())[1] == 2.0
 
 
 def test_ema_state_round_trip():

@@ -51,7 +51,7 @@ from ..data.scalers import StandardScaler
 from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
 from ..nn import STPointFormer, TPatternNet
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
-                               ExternalConditioner, ObservedMapConditioner)
+                               ExternalConditioner, ObservedMapConditioner, check_inputs)
 from ..train import Trainer, architecture_fingerprint, data_fingerprint
 from ..train.distributed import all_mean, rank_seed
 
@@ -567,30 +567,6 @@ def _user_conditioners(conditioners: Union[Conditioner, Sequence[Conditioner]]
     return conds
 
 
-def _step_inputs(inputs: Optional[Dict[str, Tensor]], T: int,
-                 name: str = "step_inputs") -> Dict[str, Tensor]:
-    """Validate the user's per-step conditioning inputs ``{key: [T, ...]}`` (returned on
-    the CPU, dtypes kept)."""
-    if inputs is None:
-        return {}
-    if not isinstance(inputs, dict):
-        raise TypeError(f"'{name}' must be a dict {{key: tensor [T, ...]}} "
-                        f"(got {type(inputs).__name__})")
-    out = {}
-    for key, value in inputs.items():
-        if key in _BUILTIN_KEYS:
-            raise ValueError(f"'{name}' key {key!r} is a built-in batch key; choose "
-                             f"another name (built-in: {sorted(_BUILTIN_KEYS)})")
-        if not isinstance(value, Tensor) or value.dim() < 1 or value.shape[0] != T:
-            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"'{name}[{key!r}]' must be a tensor [T, ...] with T={T} "
-                             f"steps, one entry per map (got {got})")
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ValueError(f"'{name}[{key!r}]' has NaN/inf values")
-        out[key] = value.cpu()
-    return out
-
-
 class DiffRecon(nn.Module):
     r"""DiffRecon (`arXiv:2410.05323 <https://arxiv.org/abs/2410.05323>`_): Diffusion-C
     (coarse completion) followed by Diffusion-F (fine inference).
@@ -706,6 +682,8 @@ class DiffRecon(nn.Module):
                      ext_features=ext_features, position_channels=position_channels,
                      inter_init=inter_init)
         self.independent_stages = bool(independent_stages)
+        self._user_conditioned = bool(_user_conditioners(conditioners_c)
+                                      or _user_conditioners(conditioners_f))
 
         def build_c():
             return DiffusionC(channels, self.coarse_size, history_c,
@@ -819,6 +797,16 @@ class DiffRecon(nn.Module):
 
     #: per-step inputs of the series being trained on / reconstructed (``step_inputs``)
     _steps: Dict[str, Tensor] = {}
+
+    def _step_inputs(self, inputs: Optional[Dict[str, Tensor]], T: int,
+                     name: str = "step_inputs") -> Dict[str, Tensor]:
+        """Validate the user's per-step conditioning inputs ``{key: [T, ...]}`` (returned
+        on the CPU; floating ones as float32)."""
+        inputs = check_inputs(inputs, (T,), "T", name, _BUILTIN_KEYS)
+        if inputs and not self._user_conditioned:
+            raise ValueError(f"'{name}' {sorted(inputs)} given, but the model has no "
+                             f"conditioners_c / conditioners_f to read them")
+        return inputs
 
     @contextlib.contextmanager
     def _using_steps(self, steps: Dict[str, Tensor]):
@@ -1176,7 +1164,7 @@ class DiffRecon(nn.Module):
         zc = self._scale(coarsen(fine.float(), self.factor), self.coarse_mean,
                          self.coarse_std)
         targets = torch.arange(need - 1, T)
-        steps_tr = _step_inputs(step_inputs, T)
+        steps_tr = self._step_inputs(step_inputs, T)
         if val_step_inputs is not None and val_fine is None:
             raise ValueError("'val_step_inputs' needs 'val_fine' (the held-out maps they "
                              "belong to)")
@@ -1184,7 +1172,8 @@ class DiffRecon(nn.Module):
         if val_fine is not None:
             if isinstance(val_every, bool) or int(val_every) != val_every or val_every < 1:
                 raise ValueError(f"'val_every' must be a positive integer (got {val_every!r})")
-            steps_val = _step_inputs(val_step_inputs, val_fine.shape[0], "val_step_inputs")
+            steps_val = self._step_inputs(val_step_inputs, val_fine.shape[0],
+                                          "val_step_inputs")
             if set(steps_val) != set(steps_tr):
                 raise ValueError(f"'val_step_inputs' must have the keys of 'step_inputs' "
                                  f"{sorted(steps_tr)} (got {sorted(steps_val)})")
@@ -1392,7 +1381,7 @@ class DiffRecon(nn.Module):
                              "missing instead")
         mf = m.float()
         zc_obs = self._scale(x, self.coarse_mean, self.coarse_std) * mf
-        self._steps = _step_inputs(step_inputs, T)      # batches read these
+        self._steps = self._step_inputs(step_inputs, T)      # batches read these
         return zc_obs, mf, time, ext, step_feats
 
     def _sample_c(self, zc_obs, mf, time, ext, step_feats, xc_T, sampler, steps, bs, gen,

@@ -29,7 +29,8 @@ The model is a composition of the library's public pieces:
 5. **EDM-preconditioned U-Net** (:class:`torch_stgen.diffusion.EDMPrecond` around
    :class:`torch_stgen.nn.UNet2D`, eq. 19): the step embedding of
    :math:`c_{noise}(\sigma)` and the guidance :math:`\varphi` are added in every residual
-   block, :math:`e = \mathrm{MLP}_t(\mathrm{PE}(c_{noise})) + \mathrm{MLP}_c(\varphi)`.
+   block, :math:`e = \mathrm{MLP}_t(\mathrm{PE}(c_{noise})) + \mathrm{MLP}_c(\varphi)`
+   (with the user's ``conditioners``, :math:`\mathrm{MLP}_c([\varphi; c_1; \dots])`).
 
 Training minimises the EDM loss on the residual image plus (``pattern_weight`` > 0) a
 pattern term, jointly over the U-Net, the pattern head, the Geometry MoE and the projection
@@ -67,7 +68,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDiffusion
-from ..nn.conditioners import Conditioner, ConditionerStack
+from ..nn.conditioners import Conditioner, ConditionerStack, check_inputs
 from ..nn.delay import DelayEmbedding
 from ..nn.geometry_moe import GeometryMoEConv
 from ..nn.unet import UNet2D
@@ -91,30 +92,6 @@ def _as_entity_tensor(value, name: str) -> Tensor:
     if not bool(torch.isfinite(value).all()):
         raise ValueError(f"'{name}' has non-finite values")
     return value.detach().float().cpu()
-
-
-def _sample_inputs(inputs: Optional[Dict[str, Tensor]], lead: Tuple[int, ...], what: str,
-                   name: str) -> Dict[str, Tensor]:
-    """Validate a user's conditioning inputs ``{key: [*lead, ...]}`` (returned on the
-    CPU, dtypes kept)."""
-    if inputs is None:
-        return {}
-    if not isinstance(inputs, dict):
-        raise TypeError(f"'{name}' must be a dict {{key: tensor [{what}, ...]}} "
-                        f"(got {type(inputs).__name__})")
-    out = {}
-    for key, value in inputs.items():
-        if key in _BUILTIN_KEYS:
-            raise ValueError(f"'{name}' key {key!r} is a built-in batch key; choose another "
-                             f"name (built-in: {sorted(_BUILTIN_KEYS)})")
-        if not isinstance(value, Tensor) or tuple(value.shape[:len(lead)]) != tuple(lead):
-            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"'{name}[{key!r}]' must be a tensor [{what}, ...] = "
-                             f"{list(lead)} + [...] (got {got})")
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ValueError(f"'{name}[{key!r}]' has NaN/inf values")
-        out[key] = value.cpu()
-    return out
 
 
 #: what KGDiff puts into a conditioner's batch itself: the KG entity id of every sample
@@ -365,8 +342,11 @@ class KGDiff(nn.Module):
             and ``"entity"``, the KG entity id of every sample. (default: ``None``)
 
     Shapes:
-        - **loss:** ``x`` ``[B, L]`` (original units), ``nodes`` ``[B]``, ``mask`` ``[B, L]``
-        - **generate:** ``nodes`` ``[n]`` -> ``[num_samples, n, L]``
+        - **loss:** ``x`` ``[B, L]`` (original units), ``nodes`` ``[B]``, ``mask`` ``[B, L]``,
+          ``inputs`` ``{key: [B, ...]}``
+        - **fit:** ``x`` ``[S, L]``, ``nodes`` ``[S]``, ``inputs`` ``{key: [S, ...]}``
+        - **generate:** ``nodes`` ``[n]``, ``inputs`` ``{key: [num_samples, n, ...]}`` ->
+          ``[num_samples, n, L]``
         - **guidance:** -> ``[n, dim]``; **pattern:** -> ``[n, L]`` (original units)
     """
 
@@ -539,8 +519,11 @@ class KGDiff(nn.Module):
         return f * self.scale_std + self.scale_mean
 
     def _inputs(self, inputs: Optional[Dict[str, Tensor]], lead: Tuple[int, ...],
-                what: str) -> Dict[str, Tensor]:
-        inputs = _sample_inputs(inputs, lead, what, "inputs")
+                what: str, device=None, check_values: bool = True) -> Dict[str, Tensor]:
+        """Validate the user's conditioner inputs ``{key: [*lead, ...]}`` (on ``device``,
+        ``None``: the CPU; floating ones as float32)."""
+        inputs = check_inputs(inputs, lead, what, "inputs", _BUILTIN_KEYS, device,
+                              check_values)
         if inputs and self.conditioners is None:
             raise ValueError(f"'inputs' {sorted(inputs)} given, but the model has no "
                              f"conditioners to read them")
@@ -592,7 +575,8 @@ class KGDiff(nn.Module):
         ent = self._entities(nodes)
         if ent.numel() != B:
             raise ValueError(f"'nodes' must have B={B} entries (got {ent.numel()})")
-        inputs = self._inputs(inputs, (B,), "B")
+        # on the model's device, no value check: this is the training hot path
+        inputs = self._inputs(inputs, (B,), "B", ent.device, check_values=False)
         z = ((x - self.scale_mean) / self.scale_std).to(torch.float32)
         obs = torch.ones_like(z) if mask is None else mask.to(z.dtype)
         z = torch.where(obs > 0, z, torch.zeros_like(z))
@@ -770,15 +754,28 @@ class KGDiff(nn.Module):
             raise ValueError(f"'batch_size' must be a positive integer (got {batch_size!r})")
         if not bool(self.scaler_set):
             raise RuntimeError("the model has no scaler: call fit or set_scaler first")
-        was_training = self.training
-        self.eval()
-        device = self.scale_mean.device
         if generator is None:
             generator = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
         ent = self._entities(nodes)
-        n, S, V = ent.numel(), int(num_samples), self.window
+        n, S = ent.numel(), int(num_samples)
         inputs = self._inputs(inputs, (S, n), "num_samples, n")
         inputs = {k: v.reshape(S * n, *v.shape[2:]) for k, v in inputs.items()}  # s * n + j
+        was_training = self.training
+        self.eval()
+        try:
+            out = self._generate(ent, S, inputs, sampler, num_steps, int(batch_size),
+                                 generator, eta, progress, sampler_kwargs)
+        finally:                        # a conditioner's error leaves the mode as it was
+            self.train(was_training)
+        out = out * self.scale_std + self.scale_mean
+        return out.reshape(S, n, self.length)
+
+    def _generate(self, ent: Tensor, S: int, inputs: Dict[str, Tensor], sampler: str,
+                  num_steps: Optional[int], batch_size: int, generator: torch.Generator,
+                  eta: float, progress: bool, sampler_kwargs: dict) -> Tensor:
+        """:meth:`generate`'s sampling loop: ``[S * n, L]`` in standardised units."""
+        device = self.scale_mean.device
+        n, V = ent.numel(), self.window
         phi_all = self.entity_guidance()
         phi_nodes = None if phi_all is None else phi_all[ent]
         # the diffusion's centre: the meta pattern, shrunk by ``pattern_shrink``
@@ -786,9 +783,9 @@ class KGDiff(nn.Module):
         # sample-major order: row s * n + j is sample s of node j
         flat_nodes = torch.arange(n, device=device).repeat(S)
         out = torch.empty(S * n, self.length, device=device)
-        starts = range(0, S * n, int(batch_size))
+        starts = range(0, S * n, batch_size)
         for start in tqdm(starts, disable=not progress, desc="KGDiff sample", leave=False):
-            sel = flat_nodes[start:start + int(batch_size)]
+            sel = flat_nodes[start:start + batch_size]
             B = sel.numel()
             cond = self._condition(None if phi_nodes is None else phi_nodes[sel], ent[sel],
                                    {k: v[start:start + B] for k, v in inputs.items()})
@@ -809,9 +806,7 @@ class KGDiff(nn.Module):
                                             x_T=f_img + latents, generator=generator,
                                             eta=eta if sampler == "ddim" else None)
             out[start:start + B] = self.delay.inverse(img[:, 0].float())
-        self.train(was_training)
-        out = out * self.scale_std + self.scale_mean
-        return out.reshape(S, n, self.length)
+        return out
 
     def extra_repr(self) -> str:
         moe = (f"geometry_moe={self.geometry_moe}, experts={self.experts}"

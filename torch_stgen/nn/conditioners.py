@@ -32,7 +32,7 @@ Example - a user-written conditioner that embeds a region id::
     denoiser = ConditionalDenoiser.build(cond, data_channels=1, model_channels=32)
     eps = denoiser(x_t, t, {"region": r, "obs": coarse, "mask": m})
 """
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,44 @@ def _get(batch: Dict[str, Tensor], key: str, owner: str) -> Tensor:
     if key not in batch:
         raise KeyError(f"{owner} needs batch[{key!r}] (batch has keys {sorted(batch)})")
     return torch.as_tensor(batch[key])
+
+
+def check_inputs(inputs: Optional[Dict[str, Tensor]], lead: Sequence[int], what: str,
+                 name: str, builtin: Iterable[str] = (), device=None,
+                 check_values: bool = True) -> Dict[str, Tensor]:
+    """Validate a model's user conditioning inputs ``{key: tensor [*lead, ...]}`` (the
+    models' ``step_inputs`` / ``inputs``) and return them on ``device`` (``None``: the
+    CPU), floating ones as float32 (a float64 array from numpy then meets float32
+    weights); integer and boolean ones keep their dtype.
+
+    Args:
+        lead: the leading shape every entry must have, e.g. ``(T,)``; ``what`` names it
+            in messages (``"T"``).
+        name: the argument's name in messages.
+        builtin: keys the model fills itself, refused.
+        check_values: refuse NaN/inf (a device sync; off on a training hot path).
+    """
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, dict):
+        raise TypeError(f"'{name}' must be a dict {{key: tensor [{what}, ...]}} "
+                        f"(got {type(inputs).__name__})")
+    builtin = set(builtin)
+    out = {}
+    for key, value in inputs.items():
+        if key in builtin:
+            raise ValueError(f"'{name}' key {key!r} is a built-in batch key; choose another "
+                             f"name (built-in: {sorted(builtin)})")
+        if not isinstance(value, Tensor) or tuple(value.shape[:len(lead)]) != tuple(lead):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"'{name}[{key!r}]' must be a tensor [{what}, ...] with "
+                             f"[{what}] = {list(lead)} (got {got})")
+        if value.is_floating_point():
+            if check_values and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"'{name}[{key!r}]' has NaN/inf values")
+            value = value.to(torch.float32)
+        out[key] = value.to("cpu" if device is None else device)
+    return out
 
 
 class Conditioner(nn.Module):
@@ -328,8 +366,8 @@ class ConditionerStack(Conditioner):
             except KeyError as err:     # name the conditioner and what the batch holds
                 raise KeyError(f"{type(c).__name__} reads batch key {err} that the batch "
                                f"lacks (it has {sorted(batch)}); the models fill extra keys "
-                               f"from the user's inputs (DiffRecon: step_inputs={{key: "
-                               f"[T, ...]}}, KGDiff: inputs={{key: [S, ...]}})") from None
+                               f"from the user's inputs, one row per map or sample "
+                               f"(DiffRecon: step_inputs, KGDiff: inputs)") from None
             out = c.check(out)
             for k, v in out.items():
                 parts[k].append(v)

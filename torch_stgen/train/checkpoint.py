@@ -13,8 +13,8 @@ an uninterrupted run would have (``tests/train/test_checkpoint.py`` checks this 
 models).
 
 A checkpoint records a *fingerprint* of the run: the ``fit`` arguments that shape the
-random stream and the schedule, the shape and sum of the training data, and a hash of the
-model's parameter names and shapes. Resuming
+random stream and the schedule, the shape, sum and a content hash of the training data,
+and a hash of the model's parameter names and shapes. Resuming
 with a different fingerprint raises a ``ValueError`` naming the differing entries instead
 of continuing a different run. ``resume=False`` ignores (and overwrites) an existing file.
 
@@ -50,11 +50,15 @@ FORMAT = 2
 
 
 def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:
-    """Shape and float64 sum of ``x`` (``None`` stays ``None``): cheap evidence that a
-    resumed run trains on the same data."""
+    """Shape, float64 sum and a hash of the bytes of ``x`` (``None`` stays ``None``):
+    evidence that a resumed run trains on the same data. The hash tells apart data of the
+    same sum, e.g. flags shifted by one day; shape and sum make a refusal readable."""
     if x is None:
         return None
-    return [list(x.shape), float(x.detach().double().sum())]
+    flat = x.detach().cpu().contiguous().reshape(-1)
+    digest = hashlib.sha1(str(x.dtype).encode())
+    digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return [list(x.shape), float(flat.double().sum()), digest.hexdigest()[:16]]
 
 
 def architecture_fingerprint(module: nn.Module) -> str:
