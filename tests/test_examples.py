@@ -89,3 +89,16 @@ def test_custom_conditioner_example_resumes_from_its_checkpoint(monkeypatch, cap
     mae = [re.search(r"MAE on the last two days: ([0-9.]+) .*loss ([0-9.]+) -> ([0-9.]+)",
                      o).groups() for o in (plain, resumed, again)]
     assert mae[0] == mae[1] == mae[2], mae
+
+
+def test_kgdiff_weather_conditioner_example(monkeypatch, capsys):
+    pytest.importorskip("pykeen", reason="the example pre-trains TuckER (the 'kg' extra)")
+    out = _run(monkeypatch, capsys, "kgdiff_weather_conditioner.py", "--steps", "4",
+               "--tucker-epochs", "1")
+    assert "9 weekdays, rain on 5 of them; 140 training sensors, 60 unseen ones" in out
+    rows = re.findall(r"\| (KGDiff[^|]*) \| ([-+0-9.]+) \| ([-+0-9.]+) \| ([-+0-9.]+) \| "
+                      r"([0-9.]+) \| ([0-9.]+) \|", out)
+    assert [r[0].strip() for r in rows] == ["KGDiff", "KGDiff + DayRain"], out
+    for r in rows:
+        assert all(abs(float(v)) < 1e3 for v in r[1:])
+        assert abs(float(r[3]) - (float(r[1]) - float(r[2]))) < 2e-3   # rain - dry bias
