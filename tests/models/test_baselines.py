@@ -80,3 +80,21 @@ def test_bikenyc_baseline_a_matches_independent_numbers(bikenyc_root):
         results[spec] = float(mae(model.predict(coarse * mask, mask), fine[test]))
     assert results["block"] == pytest.approx(2.99, abs=0.01)
     assert results["random:0.4"] == pytest.approx(4.22, abs=0.1)
+
+
+def test_fit_upsampler_stops_on_a_non_finite_loss():
+    from _grids import daily_grid_series
+    from torch_stgen.models.baselines import SRCNN, fit_upsampler
+    fine, _ = daily_grid_series()
+    model = SRCNN(2, (4, 2), 2)
+    real, calls = model.forward, []
+
+    def nan_on_third(*args):
+        calls.append(1)
+        out = real(*args)
+        return out * float("nan") if len(calls) == 3 else out
+    model.forward = nan_on_third
+    with pytest.raises(FloatingPointError, match=r"srcnn fit diverged at iteration 2 .*"
+                                                 r"lower 'lr' \(peak 0.001"):
+        fit_upsampler(model, fine, steps=10, batch_size=4)
+    assert len(calls) == 3

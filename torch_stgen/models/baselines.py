@@ -31,10 +31,10 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..data.grid import coarsen, upsample
 from ..data.patterns import SparsePattern
+from ..train.trainer import Trainer
 
 __all__ = ["nearest_fill", "DistributionalUpsampler", "InterpolationUpsampling", "SRCNN",
            "UrbanFM", "fit_upsampler"]
@@ -412,6 +412,11 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
     Returns:
         the trained ``model`` (in eval mode; ``model.train_seconds`` set, and with early
         stopping ``model.best_step``).
+
+    Raises:
+        FloatingPointError: the loss or its gradient is not finite (lower ``lr``).
+
+    The loop is the shared :class:`~torch_stgen.train.Trainer` (no gradient clipping).
     """
     N = model.factor
     H, W = model.coarse_size[0] * N, model.coarse_size[1] * N
@@ -473,18 +478,21 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps))))
     model.train()
     t0 = _time.perf_counter()
-    for it in tqdm(range(steps), disable=not progress, desc=f"{model.name} fit"):
+
+    def before_step(it: int) -> None:
         if val is not None and it and it % int(val_every) == 0:
             check(it)
+
+    def loss_fn(it: int) -> Tensor:
         idx = torch.randint(fine.shape[0], (batch_size,), generator=gen)
         m = SparsePattern.draw_mixture(pats, batch_size, 1, h, w, gen)
         filled = nearest_fill(coarse[idx] * m, m.expand(-1, model.channels, -1, -1))
         c = cond[idx].float().to(dev) if model.cond_features else None
-        loss = F.mse_loss(model(filled.to(dev), c), target[idx].to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        return F.mse_loss(model(filled.to(dev), c), target[idx].to(dev))
+
+    # the shared loop, without clipping (the baselines' papers do not clip)
+    Trainer(model, opt, sched, total=int(steps), generator=gen, grad_clip=None,
+            progress=progress, desc=f"{model.name} fit").run(loss_fn, before_step)
     if val is not None:
         check(steps)
         model.load_state_dict(best[2])
