@@ -211,3 +211,21 @@ def test_checkpoint_dir_makes_a_rerun_load_the_finished_training(tmp_path, monke
         AssertionError("trained again")))
     second = run(build_parser().parse_args(common))
     assert [r["mae"] for r in second] == [r["mae"] for r in first]
+
+
+def test_checkpoint_dir_covers_the_learned_baselines(tmp_path, monkeypatch):
+    import torch.nn.functional as F
+    import torch_stgen.models.baselines as bl
+    common = ["--patterns", "block", "--methods", "srcnn,urbanfm,diffrecon-sr-f",
+              "--checkpoint-dir", str(tmp_path / "ckpt")] + TINY
+    first = run(build_parser().parse_args(common))
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == ["synthetic_diffrecon-sr-f_seed0.pt",
+                     "synthetic_diffrecon-sr-f_seed0_urbanfm.pt",
+                     "synthetic_srcnn_seed0.pt", "synthetic_urbanfm_seed0.pt"]
+    # the re-run trains no baseline (their training loss would raise) and scores the same
+    monkeypatch.setattr(bl, "F", type("NoTraining", (), {
+        "mse_loss": staticmethod(lambda *a, **k: (_ for _ in ()).throw(
+            AssertionError("trained again"))), "__getattr__": lambda s, n: getattr(F, n)})())
+    second = run(build_parser().parse_args(common))
+    assert [r["mae"] for r in second] == [r["mae"] for r in first]

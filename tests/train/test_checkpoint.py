@@ -237,3 +237,29 @@ def test_a_checkpoint_of_an_older_layout_is_refused_by_name(kgdiff_data, tmp_pat
     _kgdiff().fit(x, nodes, checkpoint=path, resume=False, **dict(kw, steps=2))
     saved = torch.load(path, weights_only=True)
     assert saved["format"] == 2 and len(saved["ranks"][0]["history"]["loss"]) == 2
+
+
+# ------------------------------------------------------------ learned baselines
+def test_fit_upsampler_resume_after_a_cut_gives_the_uninterrupted_weights(tmp_path):
+    from torch_stgen.models.baselines import UrbanFM, fit_upsampler
+    fine, time = _series()
+    val, _ = _series(T=30, seed=1)
+    kw = dict(cond=time.float(), patterns=["random:0.4", "block"], steps=14, batch_size=8,
+              seed=3, val_fine=val, val_cond=torch.randn(30, 3), val_every=4)
+
+    def build():
+        torch.manual_seed(0)
+        return UrbanFM(2, (4, 2), 2, cond_features=3, width=8, num_blocks=2)
+
+    plain = fit_upsampler(build(), fine, **kw)
+    path = tmp_path / "urbanfm.pt"
+    first = build()
+    _cut_after(first, "forward", 11)                 # training calls only (eval: checks)
+    with pytest.raises(_Cut):
+        fit_upsampler(first, fine, checkpoint=path, checkpoint_every=5, **kw)
+    assert torch.load(path, weights_only=True)["iteration"] == 10
+    second = fit_upsampler(build(), fine, checkpoint=path, checkpoint_every=5, **kw)
+    _same_weights(second, plain)
+    assert second.best_step == plain.best_step
+    with pytest.raises(ValueError, match="different run.*steps: saved 14, now 20"):
+        fit_upsampler(build(), fine, checkpoint=path, **dict(kw, steps=20))

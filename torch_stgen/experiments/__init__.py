@@ -20,7 +20,8 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint-dir`` and ``--checkpoint-every``: resumable training of the diffusion
-    models (:class:`~torch_stgen.train.Checkpointer`; see :func:`checkpoint_path`)."""
+    models and the learned baselines (:class:`~torch_stgen.train.Checkpointer`; see
+    :func:`checkpoint_path`)."""
     parser.add_argument("--checkpoint-dir", default=None,
                         help="write resumable training checkpoints here, one file per "
                              "dataset, method and seed; re-running the same command "

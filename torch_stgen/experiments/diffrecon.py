@@ -258,9 +258,10 @@ def _diffrecon_kwargs(args, channels, coarse_size, ext_features, use_time, steps
                 independent_stages=bool(getattr(args, "independent_stages", False)))
 
 
-def _upsampler(method, args, fine_tr, time_tr, ext_tr, patterns, seed, val_data):
+def _upsampler(method, args, fine_tr, time_tr, ext_tr, patterns, seed, val_data,
+               checkpoint=None):
     """Baseline (b) SRCNN or (c) UrbanFM, trained with masks simulated from ``patterns``
-    (``["random:0.0"]``: on complete coarse maps)."""
+    (``["random:0.0"]``: on complete coarse maps); ``checkpoint``: its resumable file."""
     from ..models.baselines import SRCNN, UrbanFM, fit_upsampler
     C, (H, W), N = fine_tr.shape[1], fine_tr.shape[2:], args.factor
     coarse_size = (H // N, W // N)
@@ -278,7 +279,8 @@ def _upsampler(method, args, fine_tr, time_tr, ext_tr, patterns, seed, val_data)
     fit_upsampler(net, fine_tr, cond, patterns=patterns, steps=args.baseline_steps,
                   batch_size=args.baseline_batch_size, lr=args.lr, seed=seed,
                   progress=args.progress, val_fine=val_fine, val_cond=val_cond,
-                  val_every=args.val_every)
+                  val_every=args.val_every, checkpoint=checkpoint,
+                  checkpoint_every=getattr(args, "checkpoint_every", 100))
     return net
 
 
@@ -287,7 +289,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
     """Train one method on the training maps; returns a predict callable
     ``f(coarse [T', C, h, w] incl. context, mask, time, ext, context) -> fine [T'-ctx]``.
     ``val_data``: ``(fine, time, ext)`` of held-out maps for early stopping, or ``None``;
-    ``checkpoint``: DiffRecon's resumable checkpoint file, or ``None``."""
+    ``checkpoint``: the method's resumable checkpoint file, or ``None``."""
     val_fine, val_time, val_ext = val_data if val_data is not None else (None, None, None)
     from ..models.baselines import InterpolationUpsampling
     from ..models.diffrecon import DiffRecon
@@ -300,7 +302,8 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
         m = InterpolationUpsampling(N).fit(fine_tr)
         return lambda c, k, tm, ex, ctx: m.predict(c[ctx:], k[ctx:])
     if method in ("srcnn", "urbanfm"):
-        net = _upsampler(method, args, fine_tr, time_tr, ext_tr, patterns, seed, val_data)
+        net = _upsampler(method, args, fine_tr, time_tr, ext_tr, patterns, seed, val_data,
+                         checkpoint)
 
         def predict(c, k, tm, ex, ctx):
             cv = _cond_vector(tm, ex) if method == "urbanfm" else None
@@ -341,7 +344,8 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
             # complete (sum-pooled) coarse maps, fed Diffusion-C's completions at test
             torch.manual_seed(seed)
             net = _upsampler("urbanfm", args, fine_tr, time_tr, ext_tr, ["random:0.0"], seed,
-                             val_data)
+                             val_data, None if checkpoint is None else
+                             checkpoint.with_name(checkpoint.stem + "_urbanfm.pt"))
 
             def predict(c, k, tm, ex, ctx):  # noqa: F811 - replaces the fine stage
                 comp, _ = model.complete(c, k, history=ctx, time=tm, ext=ex,

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..data.grid import coarsen, upsample
 from ..data.patterns import SparsePattern
+from ..train.checkpoint import architecture_fingerprint, data_fingerprint
 from ..train.trainer import Trainer
 
 __all__ = ["nearest_fill", "DistributionalUpsampler", "InterpolationUpsampling", "SRCNN",
@@ -385,7 +386,8 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
                   steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
                   progress: bool = False, val_fine: Optional[Tensor] = None,
                   val_cond: Optional[Tensor] = None, val_every: int = 100,
-                  val_maps: int = 256) -> _LearnedUpsampler:
+                  val_maps: int = 256, checkpoint=None, checkpoint_every: int = 100,
+                  resume: bool = True) -> _LearnedUpsampler:
     r"""Train :class:`SRCNN` / :class:`UrbanFM` on complete training fine maps.
 
     Each step draws ``batch_size`` training maps; their coarse maps
@@ -408,6 +410,9 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         val_fine (Tensor, optional): ``[T_v, C, H, W]`` held-out maps. (default: ``None``)
         val_cond (Tensor, optional): ``[T_v, cond_features]`` (UrbanFM).
         val_every, val_maps: as in :meth:`DiffRecon.fit`. (default: ``100``, ``256``)
+        checkpoint, checkpoint_every, resume: resumable training, as in
+            :meth:`DiffRecon.fit` (a run cut off and re-run with the same file ends with
+            the weights of an uninterrupted run). (default: ``None``, ``100``, ``True``)
 
     Returns:
         the trained ``model`` (in eval mode; ``model.train_seconds`` set, and with early
@@ -476,8 +481,25 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps))))
+    trainer = Trainer(
+        model, opt, sched, total=int(steps), generator=gen,
+        grad_clip=None,             # the shared loop, without clipping (as the papers)
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+        fingerprint={"model": model.name, "architecture": architecture_fingerprint(model),
+                     "patterns": [p.name for p in pats], "steps": int(steps),
+                     "batch_size": int(batch_size), "lr": lr, "seed": int(seed),
+                     "val_every": val_every if val is not None else None,
+                     "val_maps": val_maps if val is not None else None,
+                     "fine": data_fingerprint(fine), "cond": data_fingerprint(cond),
+                     "val_fine": data_fingerprint(val_fine),
+                     "val_cond": data_fingerprint(val_cond)},
+        progress=progress, desc=f"{model.name} fit")
     model.train()
-    t0 = _time.perf_counter()
+    t0, elapsed = _time.perf_counter(), 0.0
+    saved = trainer.resume()
+    if saved is not None:
+        elapsed = float(saved["elapsed"])
+        best = None if saved["best"] is None else tuple(saved["best"])
 
     def before_step(it: int) -> None:
         if val is not None and it and it % int(val_every) == 0:
@@ -490,13 +512,12 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         c = cond[idx].float().to(dev) if model.cond_features else None
         return F.mse_loss(model(filled.to(dev), c), target[idx].to(dev))
 
-    # the shared loop, without clipping (the baselines' papers do not clip)
-    Trainer(model, opt, sched, total=int(steps), generator=gen, grad_clip=None,
-            progress=progress, desc=f"{model.name} fit").run(loss_fn, before_step)
+    trainer.run(loss_fn, before_step, extra_state=lambda: {
+        "best": best, "elapsed": elapsed + _time.perf_counter() - t0})
     if val is not None:
         check(steps)
         model.load_state_dict(best[2])
         model.best_step = best[1]
     model.eval()
-    model.train_seconds = _time.perf_counter() - t0
+    model.train_seconds = elapsed + _time.perf_counter() - t0
     return model
