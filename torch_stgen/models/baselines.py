@@ -23,7 +23,6 @@ Baselines (b) and (c) are learned networks applied to the same nearest-filled co
 whose coarse inputs are masked with simulated sparse patterns and nearest-filled, exactly
 as at test time.
 """
-import copy
 import math
 import time as _time
 from typing import Optional, Sequence, Union
@@ -35,6 +34,7 @@ from torch import Tensor, nn
 from ..data.grid import coarsen, upsample
 from ..data.patterns import SparsePattern
 from ..train.checkpoint import architecture_fingerprint, data_fingerprint
+from ..train.early_stopping import BestWeights
 from ..train.trainer import Trainer
 
 __all__ = ["nearest_fill", "DistributionalUpsampler", "InterpolationUpsampling", "SRCNN",
@@ -468,16 +468,14 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         val = (nearest_fill(coarsen(vf, N) * vm, vm.expand(-1, model.channels, -1, -1)).to(dev),
                val_cond.cpu()[vi].float().to(dev) if model.cond_features else None,
                (vf / scale[:, None, None]).to(dev))
-    best = None
+    best = BestWeights(model)
 
     def check(done: int):
-        nonlocal best
         model.eval()
         with torch.no_grad():
             v = F.mse_loss(model(val[0], val[1]), val[2]).item()
         model.train()
-        if best is None or v < best[0]:
-            best = (v, done, copy.deepcopy(model.state_dict()))
+        best.update(v, done)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps))))
@@ -499,7 +497,7 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
     saved = trainer.resume()
     if saved is not None:
         elapsed = float(saved["elapsed"])
-        best = None if saved["best"] is None else tuple(saved["best"])
+        best.load_state_dict(saved["best"])
 
     def before_step(it: int) -> None:
         if val is not None and it and it % int(val_every) == 0:
@@ -513,11 +511,10 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         return F.mse_loss(model(filled.to(dev), c), target[idx].to(dev))
 
     trainer.run(loss_fn, before_step, extra_state=lambda: {
-        "best": best, "elapsed": elapsed + _time.perf_counter() - t0})
+        "best": best.state_dict(), "elapsed": elapsed + _time.perf_counter() - t0})
     if val is not None:
         check(steps)
-        model.load_state_dict(best[2])
-        model.best_step = best[1]
+        model.best_step = best.restore()
     model.eval()
     model.train_seconds = elapsed + _time.perf_counter() - t0
     return model

@@ -33,7 +33,6 @@ pseudo-complete coarse maps (sum-pooled fine truth), then joint training in whic
 Diffusion-F learns from Diffusion-C's own completions.
 """
 import contextlib
-import copy
 import functools
 import logging
 import math
@@ -52,7 +51,7 @@ from ..diffusion import DDIMScheduler, DDPMScheduler, diffusion_loss, sample
 from ..nn import STPointFormer, TPatternNet
 from ..nn.conditioners import (ConditionalDenoiser, Conditioner, ConditionerStack,
                                ExternalConditioner, ObservedMapConditioner, check_inputs)
-from ..train import Trainer, architecture_fingerprint, data_fingerprint
+from ..train import BestWeights, Trainer, architecture_fingerprint, data_fingerprint
 from ..train.distributed import all_mean, rank_seed
 
 __all__ = ["STPointFormerConditioner", "TPatternConditioner", "PositionConditioner",
@@ -1226,13 +1225,14 @@ class DiffRecon(nn.Module):
             return (torch.cat([zc.unsqueeze(0), comp]),
                     torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask]))
         curve: List[Tuple[int, float, float]] = []
-        best: Dict[str, Tuple[float, int, Dict[str, Tensor]]] = {}
+        best = {"c": BestWeights(self.stage_c), "f": BestWeights(self.stage_f)}
         elapsed = 0.0
         saved = trainer.resume()
         if saved is not None:
             elapsed = float(saved["elapsed"])
             curve = [tuple(c) for c in saved["curve"]]
-            best = {k: tuple(v) for k, v in saved["best"].items()}
+            for key, kept in best.items():
+                kept.load_state_dict(saved["best"][key])
             own = saved["rank"]                     # this rank's completions
             if own["comp"] is not None:         # the truth is not stored: rebuilt here
                 comp, sources, source_mask = own["comp"], *sources_of(own["comp"],
@@ -1241,7 +1241,7 @@ class DiffRecon(nn.Module):
                      trainer.start, n_pre + n_joint)
 
         def extra_state() -> Dict[str, object]:
-            return {"curve": curve, "best": best,
+            return {"curve": curve, "best": {k: b.state_dict() for k, b in best.items()},
                     "elapsed": elapsed + _time.perf_counter() - t0,
                     "rank": {"comp": comp,
                              "comp_mask": None if comp is None else source_mask[1:]}}
@@ -1252,9 +1252,8 @@ class DiffRecon(nn.Module):
                                                  sampler=joint_sampler)
             lc, lf = all_mean(lc), all_mean(lf)     # every rank keeps the same weights
             curve.append((done, lc, lf))
-            for key, stage, v in (("c", self.stage_c, lc), ("f", self.stage_f, lf)):
-                if key not in best or v < best[key][0]:
-                    best[key] = (v, done, copy.deepcopy(stage.state_dict()))
+            best["c"].update(lc, done)              # the stages share no parameter:
+            best["f"].update(lf, done)              # each keeps its own best weights
 
         def loss_fn(it: int) -> Dict[str, Tensor]:
             """Iteration ``it``'s denoising losses of both stages on this rank's batch."""
@@ -1328,11 +1327,10 @@ class DiffRecon(nn.Module):
                     postfix=lambda it: {"phase": "joint" if it >= n_pre else "pre"})
         if val_check is not None:
             check(n_pre + n_joint)
-            self.stage_c.load_state_dict(best["c"][2])
-            self.stage_f.load_state_dict(best["f"][2])
-            log_.update(val_curve=curve, best_iter_c=best["c"][1], best_iter_f=best["f"][1])
+            log_.update(val_curve=curve, best_iter_c=best["c"].restore(),
+                        best_iter_f=best["f"].restore())
             # Diffusion-F saw completions only if the kept weights come from the joint phase
-            n_joint_kept = max(0, best["f"][1] - n_pre)
+            n_joint_kept = max(0, log_["best_iter_f"] - n_pre)
         else:
             n_joint_kept = n_joint
         self.eval()
