@@ -98,7 +98,33 @@ def test_kgdiff_weather_conditioner_example(monkeypatch, capsys):
     assert "9 weekdays, rain on 5 of them; 140 training sensors, 60 unseen ones" in out
     rows = re.findall(r"\| (KGDiff[^|]*) \| ([-+0-9.]+) \| ([-+0-9.]+) \| ([-+0-9.]+) \| "
                       r"([0-9.]+) \| ([0-9.]+) \|", out)
-    assert [r[0].strip() for r in rows] == ["KGDiff", "KGDiff + DayRain"], out
+    assert [r[0].strip() for r in rows] == ["KGDiff", "KGDiff + DayRain, no rain",
+                                            "KGDiff + DayRain"], out
     for r in rows:
         assert all(abs(float(v)) < 1e3 for v in r[1:])
         assert abs(float(r[3]) - (float(r[1]) - float(r[2]))) < 2e-3   # rain - dry bias
+
+
+def test_kgdiff_weather_example_pairs_every_training_row_with_its_days_rain():
+    import numpy as np
+    from torch_stgen.data import SyntheticCity
+    ns = runpy.run_path(str(EXAMPLES / "kgdiff_weather_conditioner.py"))
+    city = SyntheticCity(seed=0, height=16, width=16, days=14, num_sensors=200)
+    data = ns["weekday_weather"](city)
+    values, rain, train = data["values"], data["rain"], data["train"]
+    D, L = rain.shape
+    n = train.numel()
+    stamps = city.roads.timestamps
+    for d in range(D):
+        rows = slice(d * n, (d + 1) * n)
+        assert torch.equal(data["nodes"][rows], train)
+        assert torch.equal(data["x"][rows], values[d, train])
+        assert torch.equal(data["rain_rows"][rows], rain[d].expand(n, L))
+    # each kept weekday's rain, looked up step by step from the timestamps
+    day_of_step = stamps.astype("datetime64[D]")
+    holidays = {np.datetime64(h, "D") for h in city.roads.meta.get("holidays", [])}
+    kept = [dt for dt in np.unique(day_of_step)
+            if dt.item().weekday() < 5 and dt not in holidays]
+    assert len(kept) == D and len(holidays) > 0
+    for d, dt in enumerate(kept):
+        assert torch.equal(rain[d], city.roads.ext[np.nonzero(day_of_step == dt)[0], 1])

@@ -157,6 +157,7 @@ def test_kgdiff_resume_after_a_cut_gives_the_uninterrupted_weights(kgdiff_data, 
         first.fit(x, nodes, checkpoint=path, checkpoint_every=3, **kw)
     assert torch.load(path, weights_only=True)["iteration"] == 6
     second = _kgdiff()
+    _cut_after(second, "loss", 4)                      # resumed: only steps 6..9 train
     loss = second.fit(x, nodes, checkpoint=path, checkpoint_every=3, **kw)["loss"]
     assert loss == plain_loss and len(loss) == 10
     _same_weights(second, plain)                       # EMA weights included
@@ -258,7 +259,9 @@ def test_fit_upsampler_resume_after_a_cut_gives_the_uninterrupted_weights(tmp_pa
     with pytest.raises(_Cut):
         fit_upsampler(first, fine, checkpoint=path, checkpoint_every=5, **kw)
     assert torch.load(path, weights_only=True)["iteration"] == 10
-    second = fit_upsampler(build(), fine, checkpoint=path, checkpoint_every=5, **kw)
+    second = build()
+    _cut_after(second, "forward", 4)                 # resumed: only steps 10..13 train
+    fit_upsampler(second, fine, checkpoint=path, checkpoint_every=5, **kw)
     _same_weights(second, plain)
     assert second.best_step == plain.best_step
     with pytest.raises(ValueError, match="different run.*steps: saved 14, now 20"):

@@ -345,7 +345,7 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
             torch.manual_seed(seed)
             net = _upsampler("urbanfm", args, fine_tr, time_tr, ext_tr, ["random:0.0"], seed,
                              val_data, None if checkpoint is None else
-                             checkpoint.with_name(checkpoint.stem + "_urbanfm.pt"))
+                             Path(checkpoint).with_name(Path(checkpoint).stem + "_urbanfm.pt"))
 
             def predict(c, k, tm, ex, ctx):  # noqa: F811 - replaces the fine stage
                 comp, _ = model.complete(c, k, history=ctx, time=tm, ext=ex,
@@ -359,6 +359,19 @@ def _train(method, args, fine_tr, time_tr, ext_tr, patterns, seed, steps_per_day
         predict.model = model
         return predict
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _trained_seconds(predict, wall: float) -> float:
+    """Training seconds of the models behind ``predict`` as they record them (DiffRecon's
+    ``history_log['seconds']``, a baseline's ``train_seconds``; both include the time
+    spent before a resumed checkpoint), or ``wall`` when none records it."""
+    total, found = 0.0, False
+    for net in (getattr(predict, "model", None), getattr(predict, "upsampler", None)):
+        secs = (getattr(net, "history_log", {}) or {}).get("seconds",
+                                                            getattr(net, "train_seconds", None))
+        if secs is not None:
+            total, found = total + float(secs), True
+    return total if found else wall
 
 
 def _cond_vector(time_: Optional[torch.Tensor], ext: Optional[torch.Tensor]):
@@ -440,7 +453,8 @@ def run(args) -> List[Dict]:
             predict = _train(method, args, fine_tr, time_tr, ext_tr, train_pats, args.seed,
                              steps_per_day, val_data,
                              checkpoint_path(args, name, tag, args.seed))
-            train_s = time.perf_counter() - t0
+            # training time including what a resumed checkpoint had already spent
+            train_s = _trained_seconds(predict, time.perf_counter() - t0)
             for p in group:
                 k = masks[p.name]
                 obs = torch.where(k.bool(), coarse, torch.zeros(()))

@@ -94,7 +94,9 @@ class Trainer:
             by name. (default: ``None``)
         resume (bool): continue from an existing checkpoint file. (default: ``True``)
         grad_clip (float, optional): maximum gradient norm per clip group; ``None`` or
-            ``0``: no clipping (the norm is still checked). (default: ``1.0``)
+            ``0``: no clipping (the norm is still computed, in the gradients' dtype, and
+            checked: float32 gradients beyond ~1e19 overflow it and count as diverged).
+            (default: ``1.0``)
         clip_groups (sequence of parameter iterables, optional): groups clipped
             separately (e.g. two stages that share no parameter, so that one stage's
             large gradient does not shrink the other's step). (default: ``None``, all of
