@@ -229,3 +229,6 @@ def test_checkpoint_dir_covers_the_learned_baselines(tmp_path, monkeypatch):
             AssertionError("trained again"))), "__getattr__": lambda s, n: getattr(F, n)})())
     second = run(build_parser().parse_args(common))
     assert [r["mae"] for r in second] == [r["mae"] for r in first]
+    # the training time is the recorded one, not the re-run's few milliseconds
+    assert all(q["train_seconds"] >= r["train_seconds"] - 0.01 > 0
+               for r, q in zip(first, second))
