@@ -203,10 +203,6 @@ class Trainer:
         return values[-1] if values else math.nan
 
     # ------------------------------------------------------------------- loop
-    def _record(self, losses: Dict[str, Tensor]) -> None:
-        for name, value in losses.items():
-            self.history.setdefault(name, []).append(float(value.detach()))
-
     def run(self, loss_fn: Callable[[int], Losses],
             before_step: Optional[Callable[[int], None]] = None,
             extra_state: Optional[Callable[[], Dict[str, object]]] = None,
@@ -247,8 +243,10 @@ class Trainer:
             sum(losses.values()).backward()
             norms = [float(nn.utils.clip_grad_norm_(group, self.grad_clip))
                      for group in self.clip_groups]
-            self._record(losses)
-            values = {k: v[-1] for k, v in self.history.items() if k in losses}
+            # read once per iteration (one host sync on an accelerator)
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            for k, v in values.items():
+                self.history.setdefault(k, []).append(v)
             if not all(map(math.isfinite, norms)) or \
                     (not is_distributed() and not all(map(math.isfinite, values.values()))):
                 group = self.optimizer.param_groups[0]
