@@ -230,5 +230,5 @@ def test_checkpoint_dir_covers_the_learned_baselines(tmp_path, monkeypatch):
     second = run(build_parser().parse_args(common))
     assert [r["mae"] for r in second] == [r["mae"] for r in first]
     # the training time is the recorded one, not the re-run's few milliseconds
-    assert all(q["train_seconds"] >= r["train_seconds"] - 0.01 > 0
+    assert all(q["train_seconds"] >= 0.5 * r["train_seconds"] > 0
                for r, q in zip(first, second))

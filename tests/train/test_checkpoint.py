@@ -220,24 +220,28 @@ def test_ema_state_round_trip():
         EMA(nn.Linear(3, 2, bias=False)).load_state_dict(ema.state_dict())
 
 
-@pytest.mark.parametrize("layout", [1, 2])
+@pytest.mark.parametrize("layout", [0, 1, 2])
 def test_a_checkpoint_of_an_older_layout_is_refused_by_name(kgdiff_data, tmp_path, layout):
     x, nodes, kw, _, _ = kgdiff_data
     path = tmp_path / "kg.pt"
     _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
     state = torch.load(path, weights_only=True)
-    assert state["format"] == 2
-    del state["format"]                 # unnumbered, as before layouts were numbered
-    if layout == 1:                     # and without per-rank entries, older still
+    assert state["format"] == 3
+    if layout == 2:                     # the layout before BestWeights
+        state["format"] = 2
+    else:
+        del state["format"]             # unnumbered, as before layouts were numbered
+    if layout == 0:                     # and without per-rank entries, older still
         own = state.pop("ranks")[0]
         state.update(gen=own["gen"], rng=own["rng"], loss=own["history"]["loss"])
     torch.save(state, path)
-    with pytest.raises(ValueError, match="another torch-stgen version.*layout unnumbered, "
-                                         "this version reads 2.*resume=False"):
+    found = "2" if layout == 2 else "unnumbered"
+    with pytest.raises(ValueError, match=f"another torch-stgen version.*layout {found}, "
+                                         f"this version reads 3.*resume=False"):
         _kgdiff().fit(x, nodes, checkpoint=path, **dict(kw, steps=2))
     _kgdiff().fit(x, nodes, checkpoint=path, resume=False, **dict(kw, steps=2))
     saved = torch.load(path, weights_only=True)
-    assert saved["format"] == 2 and len(saved["ranks"][0]["history"]["loss"]) == 2
+    assert saved["format"] == 3 and len(saved["ranks"][0]["history"]["loss"]) == 2
 
 
 # ------------------------------------------------------------ learned baselines

@@ -35,6 +35,7 @@ def test_non_finite_losses_never_win_over_finite_ones():
     assert best.update(5.0, 1)                           # finite beats the stored NaN
     _set(lin, 3.0)
     assert not best.update(float("nan"), 2) and not best.update(math.inf, 3)
+    assert not best.update(-math.inf, 4)                 # nor does minus infinity
     assert best.restore() == 1 and lin.weight[0, 0].item() == 2.0
 
 

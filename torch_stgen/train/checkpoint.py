@@ -45,8 +45,9 @@ __all__ = ["Checkpointer", "architecture_fingerprint", "data_fingerprint"]
 
 #: Layout of the files :meth:`Checkpointer.save` writes; files of another layout are
 #: refused by name. 2: per-rank entries under ``"ranks"``, each with the loop's generator
-#: and loss ``history`` (:class:`~torch_stgen.train.Trainer`).
-FORMAT = 2
+#: and loss ``history`` (:class:`~torch_stgen.train.Trainer`); 3: early-stopping state as
+#: :class:`~torch_stgen.train.BestWeights` state dicts.
+FORMAT = 3
 
 
 def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:

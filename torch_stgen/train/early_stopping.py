@@ -4,6 +4,9 @@ r"""Early stopping that keeps the best weights: the validation-loss bookkeeping 
 from a :class:`~torch_stgen.train.Trainer` hook::
 
     best = BestWeights(model)
+    saved = trainer.resume()
+    if saved is not None:                   # the checks made before the checkpoint
+        best.load_state_dict(saved["best"])
 
     def before_step(it):
         if it and it % 100 == 0:
@@ -47,9 +50,8 @@ class BestWeights:
         """Record the validation loss ``value`` measured at ``iteration``; returns whether
         it is the new best (its weights are copied)."""
         value = float(value)
-        better = (self.value is None
-                  or (math.isfinite(value) and not math.isfinite(self.value))
-                  or value < self.value)
+        better = self.value is None or (math.isfinite(value) and (
+            not math.isfinite(self.value) or value < self.value))
         if better:
             self.value, self.iteration = value, int(iteration)
             self._state = copy.deepcopy(self.module.state_dict())

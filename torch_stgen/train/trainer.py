@@ -243,7 +243,7 @@ class Trainer:
             sum(losses.values()).backward()
             norms = [float(nn.utils.clip_grad_norm_(group, self.grad_clip))
                      for group in self.clip_groups]
-            # read once per iteration (one host sync on an accelerator)
+            # each loss read once (with the norms above: host syncs on an accelerator)
             values = {k: float(v.detach()) for k, v in losses.items()}
             for k, v in values.items():
                 self.history.setdefault(k, []).append(v)
