@@ -161,6 +161,8 @@ def test_resume_after_a_cut_ends_bit_identical(tmp_path):
     assert trainer.history == ref_tr.history
     for p, q in zip(model.state_dict().values(), ref.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+    # the run's seconds carry over a resume
+    assert trainer.seconds >= torch.load(path, weights_only=True)["elapsed"] > 0
     # a finished checkpoint trains nothing more
     again, tr, _ = run(path)
     assert tr.start == 25 and tr.history == ref_tr.history

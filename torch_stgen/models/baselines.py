@@ -24,7 +24,6 @@ whose coarse inputs are masked with simulated sparse patterns and nearest-filled
 as at test time.
 """
 import math
-import time as _time
 from typing import Optional, Sequence, Union
 
 import torch
@@ -493,10 +492,8 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
                      "val_cond": data_fingerprint(val_cond)},
         progress=progress, desc=f"{model.name} fit")
     model.train()
-    t0, elapsed = _time.perf_counter(), 0.0
     saved = trainer.resume()
     if saved is not None:
-        elapsed = float(saved["elapsed"])
         best.load_state_dict(saved["best"])
 
     def before_step(it: int) -> None:
@@ -510,11 +507,10 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         c = cond[idx].float().to(dev) if model.cond_features else None
         return F.mse_loss(model(filled.to(dev), c), target[idx].to(dev))
 
-    trainer.run(loss_fn, before_step, extra_state=lambda: {
-        "best": best.state_dict(), "elapsed": elapsed + _time.perf_counter() - t0})
+    trainer.run(loss_fn, before_step, extra_state=lambda: {"best": best.state_dict()})
     if val is not None:
         check(steps)
         model.best_step = best.restore()
     model.eval()
-    model.train_seconds = elapsed + _time.perf_counter() - t0
+    model.train_seconds = trainer.seconds
     return model

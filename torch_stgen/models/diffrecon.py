@@ -36,7 +36,6 @@ import contextlib
 import functools
 import logging
 import math
-import time as _time
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -1216,7 +1215,6 @@ class DiffRecon(nn.Module):
                 "patterns": [p.name for p in pats], "batch_size": batch_size}
         if val_check is not None:
             log_["val_condition"] = val_condition
-        t0 = _time.perf_counter()
         comp = sources = source_mask = None
 
         def sources_of(comp: Tensor, comp_mask: Tensor) -> Tuple[Tensor, Tensor]:
@@ -1226,10 +1224,8 @@ class DiffRecon(nn.Module):
                     torch.cat([torch.ones_like(zc).unsqueeze(0), comp_mask]))
         curve: List[Tuple[int, float, float]] = []
         best = {"c": BestWeights(self.stage_c), "f": BestWeights(self.stage_f)}
-        elapsed = 0.0
         saved = trainer.resume()
         if saved is not None:
-            elapsed = float(saved["elapsed"])
             curve = [tuple(c) for c in saved["curve"]]
             for key, kept in best.items():
                 kept.load_state_dict(saved["best"][key])
@@ -1242,7 +1238,6 @@ class DiffRecon(nn.Module):
 
         def extra_state() -> Dict[str, object]:
             return {"curve": curve, "best": {k: b.state_dict() for k, b in best.items()},
-                    "elapsed": elapsed + _time.perf_counter() - t0,
                     "rank": {"comp": comp,
                              "comp_mask": None if comp is None else source_mask[1:]}}
 
@@ -1335,7 +1330,7 @@ class DiffRecon(nn.Module):
             n_joint_kept = n_joint
         self.eval()
         self.f_saw_completions.fill_(n_joint_kept > 0)
-        log_.update(seconds=elapsed + _time.perf_counter() - t0,
+        log_.update(seconds=trainer.seconds,
                     final_loss_c=trainer.last("loss_c"), final_loss_f=trainer.last("loss_f"),
                     train_losses=trainer.history)
         self.history_log = log_

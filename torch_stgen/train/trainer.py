@@ -25,6 +25,7 @@ Example::
     trainer.history["loss"]             # one float per iteration
 """
 import math
+import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -155,6 +156,7 @@ class Trainer:
         self.start = 0
         self._extra_state: Optional[Callable[[], Dict[str, object]]] = None
         self._resumed: Optional[Dict[str, object]] = None
+        self._t0, self._elapsed = time.perf_counter(), 0.0
         self._state = "new"                 # -> "resumed" -> "running"
 
     # ------------------------------------------------------------------ state
@@ -183,6 +185,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(saved["ema"])
         self.start = int(saved["iteration"])
+        self._elapsed = float(saved.get("elapsed", 0.0))
         self._resumed = saved
         return saved
 
@@ -195,7 +198,14 @@ class Trainer:
         return {**extra, "model": self.module.state_dict(),
                 "opt": self.optimizer.state_dict(),
                 "sched": None if self.scheduler is None else self.scheduler.state_dict(),
-                "ema": None if self.ema is None else self.ema.state_dict(), "rank": rank}
+                "ema": None if self.ema is None else self.ema.state_dict(), "rank": rank,
+                "elapsed": self.seconds}
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds of the run so far since this trainer was built, plus those a
+        resumed checkpoint had already spent."""
+        return self._elapsed + time.perf_counter() - self._t0
 
     def last(self, name: str = "loss") -> float:
         """The last recorded value of loss ``name`` (``nan`` before any iteration)."""
