@@ -19,7 +19,8 @@ With ``--device cuda`` the layers run on the GPU: times are taken after
 allocator hands out, the attention workspace included.
 
 Prints a markdown table and writes ``benchmarks/results/layers.json`` (``layers_cuda.json``
-with ``--device cuda``). Run: ``python benchmarks/layers.py [--quick] [--device cuda]``
+with ``--device cuda``; ``--device auto`` picks CUDA when present; on CUDA TF32 stays off
+unless ``--tf32``). Run: ``python benchmarks/layers.py [--quick] [--device cuda|auto]``
 (well under 2 minutes on a 2-core CPU).
 """
 import argparse
@@ -37,6 +38,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from torch_stgen.nn import STPointFormer, TimesBlock
+from torch_stgen.experiments import add_device_arguments, resolve_device
 
 RESULTS = Path(__file__).resolve().parent / "results" / "layers.json"
 
@@ -178,15 +180,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_device_arguments(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default: results/layers.json, layers_cuda.json "
                              "on CUDA)")
     args = parser.parse_args()
     global DEVICE
-    DEVICE = torch.device(args.device)
-    if DEVICE.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available here")
+    try:
+        DEVICE = resolve_device(args.device, args.tf32)
+    except ValueError as err:
+        parser.error(str(err))
     if args.out is None:
         args.out = RESULTS if DEVICE.type == "cpu" else RESULTS.with_name("layers_cuda.json")
     if sys.platform.startswith("linux") and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:

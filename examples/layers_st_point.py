@@ -4,7 +4,8 @@
    ``8 x 8`` history (40 % of the cells missing) are encoded, stacked per ``2 x 2`` sub-region
    into a ``4 x 4`` feature map (eqs. 24-25) and concatenated with a small convolutional
    encoder of the last map -- the way a U-Net bottleneck fuses them. A few Adam steps fit the
-   complete current map; the printed loss (mean over 10 steps) goes down.
+   complete current map; the printed loss (mean over 10 steps) drops after the first window
+   and then levels off (0.22, 0.046, 0.046, 0.049 with the default 40 steps).
 2. **Node set**: the same layer on an irregular sensor set whose positions come from a PyG
    graph (``data.pos``) through Fourier features.
 

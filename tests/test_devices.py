@@ -250,6 +250,11 @@ def test_resolve_device():
         resolve_device("tpu")
     if torch.cuda.is_available():
         assert resolve_device("cuda").type == "cuda"
+        # 'auto' sets the TF32 switches as an explicit 'cuda' does (it used to skip them)
+        assert resolve_device("auto", tf32=True).type == "cuda"
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        resolve_device("auto")
+        assert not (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
     else:
         with pytest.raises(ValueError, match="--device cuda: CUDA is not available"):
             resolve_device("cuda")

@@ -109,6 +109,8 @@ def test_mmd_per_node_is_mean_of_per_node_mmd():
         mmd_per_node(gen, real[:, :3])
     with pytest.raises(ValueError, match="'gen' must have shape"):
         mmd_per_node(gen[0], real)
+    with pytest.raises(ValueError, match=r"no node \(N = 0\)"):       # was a silent NaN
+        mmd_per_node(gen[:, :0], real[:, :0])
 
 
 def test_jsd_matches_scipy():

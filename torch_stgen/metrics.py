@@ -30,6 +30,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._checks import check_binary_mask
+
 __all__ = ["mae", "rmse", "mmd", "mmd_per_node", "jsd", "crps"]
 
 
@@ -53,10 +55,8 @@ def _score_mask(mask, shape: torch.Size, device, name: str = "mask") -> Tensor:
     except RuntimeError as err:
         raise ValueError(f"'{name}' must have (or broadcast to) the target's shape "
                          f"{tuple(shape)} (got {tuple(m.shape)})") from err
-    if m.dtype != torch.bool:
-        if not torch.all((m == 0) | (m == 1)):
-            raise ValueError(f"'{name}' must contain only 0 and 1 (1 = scored)")
-        m = m != 0
+    check_binary_mask(name, m, "1 = scored")
+    m = m != 0
     if not bool(m.any()):
         raise ValueError(f"'{name}' scores no entry (all zero): the metric is undefined")
     return m
@@ -261,6 +261,8 @@ def mmd_per_node(gen, real, num_kernels: int = 5, kernel_mul: float = 2.0,
     if r.shape[1:] != g.shape[1:]:
         raise ValueError(f"'real' must have shape [R, N={g.shape[1]}, L={g.shape[2]}] "
                          f"like 'gen' (got {tuple(r.shape)})")
+    if g.shape[1] == 0:
+        raise ValueError("'gen' and 'real' have no node (N = 0): the MMD is undefined")
     vals = _mmd_batched(g.transpose(0, 1), r.transpose(0, 1), int(num_kernels),
                         float(kernel_mul), bandwidth)
     return vals.mean() if reduction == "mean" else vals

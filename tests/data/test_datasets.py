@@ -252,3 +252,35 @@ def test_raw_time_features_are_diffrecons_calendar():
     assert torch.equal(calendar(ts, ["2024-07-04"]), raw)
     with pytest.raises(ValueError, match="'cyclic', 'onehot' or 'raw'"):
         time_features(ts, encoding="hours")
+
+
+def test_daily_dataset_nodes_as_a_boolean_mask_or_indices():
+    T, N = 48, 4
+    s = GraphSeries(torch.arange(T * N, dtype=torch.float32).reshape(T, N),
+                    timestamps=_hourly(T))
+    mask = torch.tensor([True, False, True, False])
+    assert DailyDataset(s, nodes=mask).nodes.tolist() == [0, 2]
+    assert DailyDataset(s, nodes=[3, 1]).nodes.tolist() == [3, 1]
+    with pytest.raises(ValueError, match=r"boolean 'nodes' mask must have shape \[N=4\]"):
+        DailyDataset(s, nodes=torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="'nodes' must be 1-D integer node indices"):
+        DailyDataset(s, nodes=torch.tensor([0.7, 1.9]))          # no silent truncation
+    with pytest.raises(ValueError, match=r"'nodes' must be node indices in \[0, 4\)"):
+        DailyDataset(s, nodes=[4])
+
+
+def test_series_refuse_repeated_timestamps_and_non_binary_masks():
+    T, N = 5, 2
+    stamps = _hourly(T)
+    stamps[3] = stamps[2]                  # a day cut would silently keep one reading
+    with pytest.raises(ValueError, match="GraphSeries 'timestamps' must be unique"):
+        GraphSeries(torch.ones(T, N), timestamps=stamps)
+    for bad in (float("nan"), -1.0, 2.0, 0.5):
+        mask = torch.ones(T, N)
+        mask[1, 1] = bad
+        with pytest.raises(ValueError, match=r"'GraphSeries.mask' must contain only 0 and 1"):
+            GraphSeries(torch.ones(T, N), mask=mask)
+        with pytest.raises(ValueError, match=r"'GridSeries.mask' must contain only 0 and 1"):
+            GridSeries(torch.ones(T, 1, 1, N), mask=mask.reshape(T, 1, 1, N))
+    ok = GraphSeries(torch.ones(T, N), mask=torch.ones(T, N, dtype=torch.bool))
+    assert ok.mask.dtype == torch.float32 and ok.mask.all()

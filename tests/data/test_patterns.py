@@ -110,3 +110,24 @@ def test_draw_mixture_uses_fresh_seeds_and_every_kind():
     assert torch.equal(m, again)
     with pytest.raises(ValueError, match="'patterns'"):
         SparsePattern.draw_mixture([], 1, 1, 2, 2, g)
+
+
+def test_a_pattern_never_hides_every_cell():
+    # round(0.9 * 2) = 2 of 2 cells: refused rather than an all-missing "observation"
+    with pytest.raises(ValueError, match=r"'random:0.9' hides all 2 cells .*round\(0.9 \* 2\)"):
+        SparsePattern("random", 0.9)(3, 1, 2)
+    with pytest.raises(ValueError, match="hides all 1 cells"):
+        SparsePattern("fixed", 0.6).node_mask(2, 1)
+    with pytest.raises(ValueError, match=r"hides the whole 1x1 map"):
+        SparsePattern("block")(2, 1, 1)
+    assert SparsePattern("random", 0.4)(3, 1, 2).sum().item() == 3.0   # 1 of 2 missing
+    assert SparsePattern("random", 0.0)(2, 1, 1).all()
+
+
+def test_sizes_of_any_integer_type():
+    np = pytest.importorskip("numpy")
+    a = SparsePattern("random", 0.5, seed=1)(np.int64(2), np.int32(3), 3)
+    assert torch.equal(a, SparsePattern("random", 0.5, seed=1)(2, 3, 3))
+    for bad in (2.0, True, "2"):
+        with pytest.raises(ValueError, match="'T' must be a positive integer"):
+            SparsePattern("random", 0.5)(bad, 3, 3)

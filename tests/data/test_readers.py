@@ -221,3 +221,61 @@ def test_parse_freq():
     assert parse_freq(15) == np.timedelta64(15, "m")
     with pytest.raises(ValueError, match="'freq'"):
         parse_freq("5 fortnights")
+
+
+def test_deepst_malformed_files_are_named(tmp_path):
+    with h5py.File(tmp_path / "a_T60.h5", "w") as f:
+        f.create_group("data")
+        f["date"] = np.array([b"2015010101"])
+    with pytest.raises(ValueError, match="'a_T60.h5' entry 'data' must be a dataset"):
+        read_deepst_h5(tmp_path)
+    (tmp_path / "a_T60.h5").unlink()
+    with h5py.File(tmp_path / "b_T60.h5", "w") as f:
+        f["data"] = np.zeros((0, 2, 4, 2))
+        f["date"] = np.array([], dtype="S10")
+    with pytest.raises(ValueError, match=r"with T >= 1 \(got \(0, 2, 4, 2\)\)"):
+        read_deepst_h5(tmp_path)
+    (tmp_path / "b_T60.h5").unlink()
+    with h5py.File(tmp_path / "c_T60.h5", "w") as f:
+        f["data"] = np.zeros((2, 2, 4, 2))
+        f["date"] = np.array([b"2015010101", b"2015130101"])
+    with pytest.raises(ValueError, match="'c_T60.h5' 'date' entry '2015130101' is not a "
+                                         "calendar day"):
+        read_deepst_h5(tmp_path)
+    (tmp_path / "c_T60.h5").unlink()
+    _write_deepst(tmp_path / "d_T60.h5", T=3)
+    with h5py.File(tmp_path / "d_T60.h5", "r+") as f:          # step 2 repeats step 1
+        f["date"][2] = f["date"][1]
+    with pytest.raises(ValueError, match="'timestamps' must be unique: 1 repeated, first "
+                                         "2015-01-01T01:00"):
+        read_deepst_h5(tmp_path)
+
+
+def test_dcrnn_refuses_repeated_ids_and_short_location_rows(tmp_path):
+    _write_dcrnn(tmp_path)
+    ids = ["101", "101", "103"]                      # a repeated id would drop a column
+    with open(tmp_path / "adj_mx.pkl", "wb") as f:
+        pickle.dump((ids, {}, np.eye(3, dtype=np.float32)), f, protocol=2)
+    with pytest.raises(ValueError, match=r"sensor_ids must be unique \(repeated: \['101'\]\)"):
+        read_dcrnn(tmp_path)
+    _write_dcrnn(tmp_path)
+    (tmp_path / "graph_sensor_locations.csv").write_text(
+        "index,sensor_id,latitude,longitude\n0,103,34.3,-118.3\n1,101\n2,102,34.2,-118.2\n")
+    with pytest.raises(ValueError, match=r"line 3 must hold a sensor id, a latitude and a "
+                                         r"longitude \(got \['1', '101'\]\)"):
+        read_dcrnn(tmp_path)
+
+
+def test_npz_refuses_values_it_would_lose(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, data=np.array([[1.0, 1e300], [2.0, 3.0]]))       # beyond float32
+    with pytest.raises(ValueError, match="1 finite values beyond the float32 range"):
+        read_npz(path)
+    np.savez(path, data=np.ones((3, 2), dtype=np.complex64))
+    with pytest.raises(ValueError, match="'data' must hold real numbers"):
+        read_npz(path)
+    np.savez(path, data=np.array(1.0), start="2020-01-01", freq="1h")
+    with pytest.raises(ValueError, match=r"'data' must have shape .* with T >= 1"):
+        read_npz(path)
+    np.savez(path, data=np.array([[1.0, np.inf], [2.0, 3.0]]))     # inf: missing, as documented
+    assert read_npz(path).mask.sum() == 3

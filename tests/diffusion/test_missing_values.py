@@ -74,3 +74,26 @@ def test_scalers_return_zero_at_missing_entries_even_for_nan(scaler):
     z = s.transform(x, mask)
     assert torch.isfinite(z).all() and z[1, 0] == 0
     assert torch.isfinite(s.fit_transform(x, mask, channel_dim=-1)).all()
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, 2.0, 0.5])
+def test_a_mask_holds_only_zeros_and_ones(name, bad):
+    """A NaN mask gave a NaN loss and a -1 mask a negative one: both are refused."""
+    x, _, mask = _batches(0.0)
+    mask[1, 0, 3] = bad
+    with pytest.raises(ValueError, match=r"'mask' must contain only 0 and 1"):
+        _run(LOSSES[name], x, mask)
+    loss, _ = _run(LOSSES[name], x, mask.bool() | True)      # a boolean mask is fine
+    assert torch.isfinite(loss)
+
+
+def test_diffusion_loss_refuses_what_it_would_bend():
+    model = lambda x, t: x       # noqa: E731
+    sch = DDPMScheduler(10)
+    with pytest.raises(ValueError, match="'x0' must be a floating tensor"):
+        diffusion_loss(model, torch.ones(2, 3, dtype=torch.long), sch)
+    with pytest.raises(ValueError, match="'timesteps' must be an integer tensor"):
+        diffusion_loss(model, torch.ones(2, 3), sch, timesteps=torch.tensor([1.7, 2.2]))
+    with pytest.raises(ValueError, match=r"'x0' is an empty batch \(B = 0\)"):
+        diffusion_loss(model, torch.ones(0, 3), sch)

@@ -98,3 +98,26 @@ def test_fit_upsampler_stops_on_a_non_finite_loss():
                                                  r"lower 'lr' \(peak 0.001"):
         fit_upsampler(model, fine, steps=10, batch_size=4)
     assert len(calls) == 3
+
+
+def test_upsamplers_refuse_non_finite_inputs_and_take_an_empty_batch():
+    from _grids import daily_grid_series
+    from torch_stgen.models.baselines import SRCNN, UrbanFM, fit_upsampler
+    fine, _ = daily_grid_series()
+    T = fine.shape[0]
+    bad = fine.clone()
+    bad[3, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="'fine' holds NaN or inf"):   # was a silent 0.25 share
+        DistributionalUpsampler(2).fit(bad)
+    model = UrbanFM(2, (4, 2), 2, cond_features=3)
+    cond = torch.randn(T, 3)
+    cond[5, 1] = float("nan")
+    # a NaN external feature was reported as a divergence ("lower 'lr'")
+    with pytest.raises(ValueError, match="'cond' holds NaN or inf"):
+        fit_upsampler(model, fine, cond=cond, steps=2, batch_size=4)
+    with pytest.raises(ValueError, match=r"'cond' must have shape \[T=.*, 3\]"):
+        fit_upsampler(model, fine, cond=cond[:, :2], steps=2, batch_size=4)
+    srcnn = SRCNN(2, (4, 2), 2)
+    fit_upsampler(srcnn, fine, steps=2, batch_size=4)
+    empty = srcnn.predict(torch.zeros(0, 2, 4, 2), torch.ones(0, 2, 4, 2))
+    assert empty.shape == (0, 2, 8, 4)

@@ -495,3 +495,66 @@ def test_conditioner_misuse_is_refused_by_name(tmp_path):
         make(conditioners=_rain_conditioner()).fit(
             x, nodes, steps=2, progress=False, inputs={"rain": flags.roll(1)},
             checkpoint=path)
+
+
+def test_generate_churn_noise_follows_the_seed():
+    """EDM's churn noise comes from ``generate``'s generator, not the global RNG."""
+    m = make().set_scaler(0.0, 1.0)
+    draws = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        draws.append(m.generate([0, 1], num_samples=2, num_steps=3, seed=5, S_churn=5.0))
+    assert torch.equal(draws[0], draws[1])
+    other = m.generate([0, 1], num_samples=2, num_steps=3, seed=6, S_churn=5.0)
+    assert not torch.equal(draws[0], other)
+    plain = m.generate([0, 1], num_samples=2, num_steps=3, seed=5)
+    assert not torch.equal(draws[0], plain)          # the churn does act
+
+
+def test_generate_takes_a_boolean_node_mask():
+    m = make().set_scaler(0.0, 1.0)
+    N = m.node2entity.numel()
+    mask = torch.zeros(N, dtype=torch.bool)
+    mask[[1, 4]] = True
+    assert torch.equal(m.generate(mask, num_samples=2, num_steps=2, seed=0),
+                       m.generate([1, 4], num_samples=2, num_steps=2, seed=0))
+    assert torch.equal(m.pattern(mask), m.pattern(torch.tensor([1, 4])))
+    with pytest.raises(ValueError, match=rf"boolean 'nodes' mask must have shape \[N={N}\]"):
+        m.generate(torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="not a boolean mask"):        # one node per series
+        m.loss(torch.zeros(2, 16), torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="integer node index"):
+        m.fit(torch.zeros(2, 16), torch.tensor([0.7, 1.9]), steps=1)
+
+
+def test_generate_refuses_options_it_would_ignore():
+    m = make().set_scaler(0.0, 1.0)
+    with pytest.raises(ValueError, match="'num_steps' must be a positive integer"):
+        m.generate([0], num_steps=0)
+    with pytest.raises(ValueError, match="'eta' is DDIM's"):
+        m.generate([0], eta=0.5)
+    with pytest.raises(ValueError, match="'eta' is DDIM's"):
+        m.generate([0], sampler="ddpm", num_steps=2, eta=0.5)
+    m.generate([0], sampler="ddim", num_steps=2, eta=0.5)
+
+
+def test_fit_checks_the_values_of_x_and_mask():
+    m = make()
+    x = torch.randn(4, 16)
+    nodes = torch.tensor([0, 1, 2, 3])
+    bad = x.clone()
+    bad[0, 3] = float("nan")
+    with pytest.raises(ValueError, match="'x' has NaN or inf at observed entries"):
+        m.fit(bad, nodes, steps=1)
+    mask = torch.ones_like(x)
+    mask[0, 3] = 0
+    m.fit(bad, nodes, mask=mask, steps=1, batch_size=2)      # flagged missing: fine
+    with pytest.raises(ValueError, match=r"'mask' must contain only 0 and 1"):
+        make().fit(x, nodes, mask=torch.full_like(x, 0.5), steps=1)
+    with pytest.raises(ValueError, match="'x' must hold real numbers"):
+        make().fit(x > 0, nodes, steps=1)
+    # float64 and integer series train as float32 (they used to fail deep inside torch)
+    a = make().fit(x.double(), nodes, steps=2, batch_size=2, seed=0)["loss"]
+    b = make().fit(x, nodes, steps=2, batch_size=2, seed=0)["loss"]
+    assert a == b
+    make().fit(x.round().long(), nodes, steps=1, batch_size=2)

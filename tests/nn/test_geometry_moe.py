@@ -252,6 +252,13 @@ def test_bad_input_messages():
         conv(x[:2], edge_index, edge_type)
     with pytest.raises(ValueError, match=r"'relation' must have shape"):
         conv(x, edge_index, edge_type, relation=torch.randn(3, 4))
+    # a boolean edge_type was used as a boolean index (silently wrong when E equals
+    # num_relations): relation ids must be integers
+    sq = GeometryMoEConv(4, num_relations=8)
+    with pytest.raises(TypeError, match="'edge_type' must be an integer tensor of relation ids"):
+        sq(x, edge_index, torch.ones(8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="'message_norm' needs in_channels >= 2"):
+        GeometryMoEConv(1, num_relations=2, message_norm=True)
 
 
 def test_message_norm_puts_every_expert_on_one_scale():

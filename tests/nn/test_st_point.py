@@ -237,3 +237,14 @@ def test_mask_is_broadcast_not_pairwise(monkeypatch):
     model = STPointFormer(1, d_model=8, num_layers=2, num_heads=2, history=3, grid=(2, 5))
     model(torch.randn(4, 3, 10, 1), torch.rand(4, 3, 10, 1) > 0.5)
     assert seen == [((4, 1, 1, 30), torch.bool)] * 2
+
+
+def test_embedding_refuses_non_finite_external_features():
+    """One NaN in ``ext`` used to turn every point of its sample into NaN."""
+    emb = STPointEmbedding(1, 4, history=2, grid=(2, 3), ext_features=2)
+    ext = torch.randn(3, 2, 2)
+    h, _ = emb(torch.randn(3, 2, 6, 1), ext=ext)
+    assert torch.isfinite(h).all()
+    ext[1, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match="'ext' contains NaN or infinite values"):
+        emb(torch.randn(3, 2, 6, 1), ext=ext)

@@ -156,3 +156,18 @@ def test_tpatternnet_projection_pool_and_errors():
         TimesBlock(8, top_k=2, period_rule="round")
     with pytest.raises(ValueError, match="'in_channels'"):
         TPatternNet(10, 8, top_k=2, grid=(2, 2))
+
+
+def test_times_block_refuses_an_empty_or_non_finite_batch():
+    """The batch shares one spectrum (eq. 1): a NaN sample would change every sample's
+    periods, so it is refused; an empty batch has no spectrum."""
+    block = TimesBlock(8, 4, 4, top_k=2, num_kernels=2)
+    with pytest.raises(ValueError, match=r"'x' is an empty batch \(B = 0\)"):
+        block(torch.randn(0, 8, 4))
+    x = torch.randn(3, 8, 4)
+    block(x)
+    for bad in (float("nan"), float("inf")):
+        y = x.clone()
+        y[0, 2, 1] = bad
+        with pytest.raises(ValueError, match="'x' holds NaN or inf"):
+            block(y)

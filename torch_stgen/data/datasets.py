@@ -194,6 +194,28 @@ def time_features(timestamps, holidays=None, encoding: str = "cyclic") -> Tensor
 
 
 # --------------------------------------------------------------------------- helpers
+def node_index(nodes, num_nodes: int, name: str = "nodes") -> Tensor:
+    """``nodes`` as a 1-D long tensor of indices in ``[0, num_nodes)``: integer indices, or
+    a boolean ``[num_nodes]`` mask (PyG's ``train_mask`` idiom), on their own device;
+    ``None`` is every node. Floating values are refused (a silent ``.long()`` would truncate them)."""
+    if nodes is None:
+        return torch.arange(num_nodes)
+    idx = torch.as_tensor(nodes)
+    if idx.dtype == torch.bool:
+        if idx.shape != (num_nodes,):
+            raise ValueError(f"a boolean '{name}' mask must have shape [N={num_nodes}] "
+                             f"(got {tuple(idx.shape)})")
+        return idx.nonzero().reshape(-1)
+    if idx.is_floating_point() or idx.is_complex() or idx.dim() > 1:
+        raise ValueError(f"'{name}' must be 1-D integer node indices or a boolean [N] mask "
+                         f"(got {tuple(idx.shape)}, {idx.dtype})")
+    idx = idx.long().reshape(-1)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_nodes):
+        raise ValueError(f"'{name}' must be node indices in [0, {num_nodes}) (got range "
+                         f"[{int(idx.min())}, {int(idx.max())}])")
+    return idx
+
+
 def _node_view(series: Series) -> Tuple[Tensor, Tensor]:
     """``[T, N, F]`` values and observed mask (grid cells row-major)."""
     if isinstance(series, GridSeries):
@@ -395,8 +417,9 @@ class DailyDataset(Dataset):
 
     Args:
         series (GridSeries or GraphSeries): the data (needs ``timestamps``).
-        nodes (LongTensor, optional): node indices to use (e.g. the training nodes of
-            :func:`split_nodes_by_latitude`). (default: all)
+        nodes (LongTensor or BoolTensor, optional): node indices to use (e.g. the training
+            nodes of :func:`split_nodes_by_latitude`), or a boolean ``[N]`` node mask
+            (PyG's ``train_mask`` idiom). (default: all)
         channel (int, optional): feature channel. (default: ``0``)
         weekdays (optional): ``None`` (all days), ``'weekday'`` (Mon-Fri), ``'weekend'``
             or an iterable of day numbers (Monday = 0). (default: ``None``)
@@ -470,12 +493,7 @@ class DailyDataset(Dataset):
         self.weekday = torch.from_numpy(wd[keep].astype(np.int64))
         self.steps_per_day, self.freq_minutes = S, step
 
-        if nodes is None:
-            self.nodes = torch.arange(N)
-        else:
-            self.nodes = torch.as_tensor(nodes, dtype=torch.long).reshape(-1)
-            if self.nodes.numel() and (self.nodes.min() < 0 or self.nodes.max() >= N):
-                raise ValueError(f"'nodes' must be indices in [0, {N})")
+        self.nodes = node_index(nodes, N)
         frac = self.mask[:, self.nodes].mean(dim=-1)             # [D, n_sel]
         day, k = torch.nonzero(frac >= min_observed if min_observed > 0 else
                                torch.ones_like(frac, dtype=torch.bool), as_tuple=True)

@@ -12,6 +12,7 @@ missing, by default the lower-right quarter, 25%). The observed mask :math:`C` i
 
 with :math:`\mathcal{M}^t = \mathcal{M}` for every :math:`t` in the ``fixed`` pattern.
 """
+import operator
 from typing import Optional, Sequence
 
 import torch
@@ -20,6 +21,20 @@ from torch import Tensor
 __all__ = ["SparsePattern"]
 
 _KINDS = ("random", "fixed", "block")
+
+
+def _positive_int(name: str, value) -> int:
+    """``value`` as a Python int (any integer type, e.g. ``numpy.int64``), refused unless
+    it is a positive integer."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"'{name}' must be a positive integer (got {value!r})") from None
+    if v < 1:
+        raise ValueError(f"'{name}' must be a positive integer (got {value!r})")
+    return v
 
 
 class SparsePattern:
@@ -124,8 +139,15 @@ class SparsePattern:
         return out
 
     def num_missing(self, n: int) -> int:
-        """Number of missing cells per step among ``n`` (``fixed`` / ``random``)."""
-        return int(round(self.ratio * n))
+        """Number of missing cells per step among ``n`` (``fixed`` / ``random``):
+        ``round(ratio * n)``, refused when that hides all ``n`` (a map with nothing
+        observed is not a sparse observation; e.g. ratio 0.6 on a single cell)."""
+        k = int(round(self.ratio * n))
+        if k >= n and self.ratio > 0:
+            raise ValueError(f"pattern {self.name!r} hides all {n} cells of each step "
+                             f"(round({self.ratio} * {n}) = {k}): use a smaller ratio or a "
+                             f"larger map")
+        return k
 
     def _generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
@@ -146,14 +168,14 @@ class SparsePattern:
         Returns:
             float32 ``[T, H, W]``: 1 observed, 0 missing.
         """
-        for name, v in (("T", T), ("H", H), ("W", W)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"'{name}' must be a positive integer (got {v!r})")
+        T, H, W = (_positive_int(name, v) for name, v in (("T", T), ("H", H), ("W", W)))
         if self.kind == "block":
             r0, r1, c0, c1 = self.block if self.block is not None else (H // 2, H, W // 2, W)
             if not (0 <= r0 < r1 <= H and 0 <= c0 < c1 <= W):
                 raise ValueError(f"'block' {(r0, r1, c0, c1)} must lie inside the "
                                  f"{H}x{W} map and be non-empty")
+            if (r1 - r0) * (c1 - c0) == H * W:
+                raise ValueError(f"'block' {(r0, r1, c0, c1)} hides the whole {H}x{W} map")
             mask = torch.ones(T, H, W)
             mask[:, r0:r1, c0:c1] = 0.0
             return mask
@@ -169,9 +191,7 @@ class SparsePattern:
         if self.kind == "block":
             raise ValueError("kind='block' needs a grid: call pattern(T, H, W); "
                              "'node_mask' supports 'fixed' and 'random'")
-        for name, v in (("T", T), ("N", N)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"'{name}' must be a positive integer (got {v!r})")
+        T, N = _positive_int("T", T), _positive_int("N", N)
         return (~self._missing(T, N)).float().contiguous()
 
     def __repr__(self) -> str:

@@ -74,6 +74,20 @@ def _find(root: PathLike, name: PathLike, what: str = "file") -> Path:
 
 
 # --------------------------------------------------------------------------- DeepST
+def _as_float32(what: str, values) -> np.ndarray:
+    """``values`` as float32, refused when they are not real numbers or when a finite
+    value lies beyond float32's range (it would turn into inf, i.e. a missing reading)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must hold real numbers (got dtype {arr.dtype})")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
+        if big.any():
+            raise ValueError(f"{what} holds {int(big.sum())} finite values beyond the float32 "
+                             f"range (e.g. {arr[big].flat[0]!r}): rescale the data")
+    return arr.astype(np.float32)
+
+
 def read_deepst_h5(root: PathLike, filename: Optional[str] = None,
                    freq=None, name: Optional[str] = None) -> GridSeries:
     r"""Read a DeepST HDF5 file (BikeNYC ``NYC14_M16x8_T60_NewEnd.h5``, TaxiBJ
@@ -126,18 +140,21 @@ def read_deepst_h5(root: PathLike, filename: Optional[str] = None,
             if key not in f:
                 raise ValueError(f"'{path.name}' lacks the DeepST dataset '{key}' "
                                  f"(has {list(f.keys())})")
-        data = np.asarray(f["data"][()], dtype=np.float32)
+            if not isinstance(f[key], h5py.Dataset):
+                raise ValueError(f"'{path.name}' entry '{key}' must be a dataset "
+                                 f"(got a {type(f[key]).__name__})")
+        data = _as_float32(f"'{path.name}' dataset 'data'", f["data"][()])
         date = np.asarray(f["date"][()])
-    if data.ndim != 4:
-        raise ValueError(f"'{path.name}' dataset 'data' must have shape (T, C, H, W) "
-                         f"(got {data.shape})")
+    if data.ndim != 4 or data.shape[0] == 0:
+        raise ValueError(f"'{path.name}' dataset 'data' must have shape (T, C, H, W) with "
+                         f"T >= 1 (got {data.shape})")
     if date.shape != (data.shape[0],):
         raise ValueError(f"'{path.name}' dataset 'date' must have shape (T={data.shape[0]},) "
                          f"(got {date.shape})")
     text = np.array([d.decode() if isinstance(d, bytes) else str(d) for d in date])
     if not all(len(s) == 10 and s.isdigit() for s in text):
         bad = next(s for s in text if not (len(s) == 10 and s.isdigit()))
-        raise ValueError(f"'{path.name}' 'date' entries must be YYYYMMDDss (got {bad!r})")
+        raise ValueError(f"'{path.name}' 'date' entries must be YYYYMMDDss (got '{bad}')")
     slots = np.array([int(s[8:]) for s in text])
     if freq is not None:
         step = parse_freq(freq)
@@ -152,7 +169,12 @@ def read_deepst_h5(root: PathLike, filename: Optional[str] = None,
         raise ValueError(f"'{path.name}' slots must be in 1..{per_day} for "
                          f"{int(step / np.timedelta64(1, 'm'))}-minute steps "
                          f"(got {slots.min()}..{slots.max()})")
-    days = np.array([f"{s[:4]}-{s[4:6]}-{s[6:8]}" for s in text], dtype="datetime64[D]")
+    try:
+        days = np.array([f"{s[:4]}-{s[4:6]}-{s[6:8]}" for s in text], dtype="datetime64[D]")
+    except ValueError:
+        bad = next(s for s in text if not _valid_day(s[:8]))
+        raise ValueError(f"'{path.name}' 'date' entry '{bad}' is not a calendar day "
+                         f"(YYYYMMDDss)") from None
     timestamps = days.astype("datetime64[m]") + (slots - 1) * step
     return GridSeries(torch.from_numpy(data), timestamps=timestamps,
                       name=name or path.stem,
@@ -162,6 +184,14 @@ def read_deepst_h5(root: PathLike, filename: Optional[str] = None,
 
 # --------------------------------------------------------------------------- DCRNN
 _SPEED_FILES = ("los_speed.csv", "metr-la.h5", "pems-bay.h5")
+
+
+def _valid_day(yyyymmdd: str) -> bool:
+    try:
+        np.datetime64(f"{yyyymmdd[:4]}-{yyyymmdd[4:6]}-{yyyymmdd[6:8]}", "D")
+    except ValueError:
+        return False
+    return True
 
 
 def read_dcrnn(root: PathLike, speeds: Optional[str] = None,
@@ -210,8 +240,15 @@ def read_dcrnn(root: PathLike, speeds: Optional[str] = None,
         content = pickle.load(f, encoding="latin1")
     if not (isinstance(content, (tuple, list)) and len(content) == 3):
         raise ValueError(f"'{adj_path.name}' must hold (sensor_ids, sensor_id_to_ind, adj_mx)")
-    sensor_ids = [str(s) for s in content[0]]
-    adj = np.asarray(content[2], dtype=np.float32)
+    try:
+        sensor_ids = [str(s) for s in content[0]]
+    except TypeError:
+        raise ValueError(f"'{adj_path.name}' sensor_ids must be a list (got "
+                         f"{type(content[0]).__name__})") from None
+    if len(set(sensor_ids)) != len(sensor_ids):
+        dup = sorted({s for s in sensor_ids if sensor_ids.count(s) > 1})
+        raise ValueError(f"'{adj_path.name}' sensor_ids must be unique (repeated: {dup[:5]})")
+    adj = _as_float32(f"'{adj_path.name}' adj_mx", content[2])
     n = len(sensor_ids)
     if adj.shape != (n, n):
         raise ValueError(f"'{adj_path.name}' adj_mx must have shape [N, N] = [{n}, {n}] "
@@ -274,8 +311,12 @@ def _read_locations(path: Path, sensor_ids):
                              f"longitude) or (index, sensor_id, latitude, longitude)")
         id_col, la, lo = (0, 1, 2) if width == 3 else (1, 2, 3)
         body = rows
-    for r in body:
-        table[_norm_id(r[id_col])] = (float(r[la]), float(r[lo]))
+    for i, r in enumerate(body):
+        try:
+            table[_norm_id(r[id_col])] = (float(r[la]), float(r[lo]))
+        except (IndexError, ValueError):
+            raise ValueError(f"'{path.name}' line {i + 1 + (body is not rows)} must hold a "
+                             f"sensor id, a latitude and a longitude (got {r})") from None
     absent = [s for s in sensor_ids if s not in table]
     if absent:
         raise ValueError(f"'{path.name}' lacks the locations of {len(absent)} sensors "
@@ -403,7 +444,10 @@ def read_npz(path: PathLike) -> Union[GridSeries, GraphSeries]:
         arrays = {k: z[k] for k in z.files}
     if "data" not in arrays:
         raise ValueError(f"'{path.name}' must contain a 'data' array (has {sorted(arrays)})")
-    data = arrays["data"]
+    data = _as_float32(f"'{path.name}' 'data'", arrays["data"])
+    if data.ndim < 2 or data.shape[0] == 0:
+        raise ValueError(f"'{path.name}' 'data' must have shape (T, C, H, W), (T, N) or "
+                         f"(T, N, C) with T >= 1 (got {data.shape})")
     timestamps = None
     if "timestamps" in arrays:
         try:
@@ -429,13 +473,13 @@ def read_npz(path: PathLike) -> Union[GridSeries, GraphSeries]:
             if v is not None and tuple(v.shape) != tuple(data.shape[2:]):
                 raise ValueError(f"'{path.name}' '{key}' must have shape (H, W) = "
                                  f"{tuple(data.shape[2:])} (got {v.shape})")
-        return GridSeries(torch.from_numpy(data.astype(np.float32)),
+        return GridSeries(torch.from_numpy(data),
                           lat=None if lat is None else torch.from_numpy(lat.astype(np.float64)),
                           lon=None if lon is None else torch.from_numpy(lon.astype(np.float64)),
                           **common)
     if data.ndim in (2, 3):
         node_ids = [str(s) for s in arrays["node_ids"]] if "node_ids" in arrays else None
-        return GraphSeries(torch.from_numpy(data.astype(np.float32)), lat=lat, lon=lon,
+        return GraphSeries(torch.from_numpy(data), lat=lat, lon=lon,
                            adj=arrays.get("adj"), node_ids=node_ids, **common)
     raise ValueError(f"'{path.name}' 'data' must have shape (T, C, H, W), (T, N) or "
                      f"(T, N, C) (got {data.shape})")

@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from .._checks import check_binary_mask
+
 __all__ = ["GridSeries", "GraphSeries"]
 
 
@@ -29,6 +31,11 @@ def _check_time_axis(series) -> None:
         if len(series.timestamps) != T:
             raise ValueError(f"{kind} 'timestamps' must have length T={T} "
                              f"(got {len(series.timestamps)})")
+        uniq, counts = np.unique(series.timestamps, return_counts=True)
+        if (counts > 1).any():      # a day cut would keep one of the readings silently
+            dup = uniq[counts > 1]
+            raise ValueError(f"{kind} 'timestamps' must be unique: {len(dup)} repeated, "
+                             f"first {dup[0]} ({int(counts.max())} times at most)")
     if series.ext is not None:
         series.ext = torch.as_tensor(series.ext, dtype=torch.float32)
         if series.ext.dim() != 2 or series.ext.shape[0] != T:
@@ -70,6 +77,7 @@ class GridSeries:
             if self.mask.shape != self.data.shape:
                 raise ValueError(f"GridSeries 'mask' must have the data's shape "
                                  f"{tuple(self.data.shape)} (got {tuple(self.mask.shape)})")
+            check_binary_mask("GridSeries.mask", self.mask)
         self.data, self.mask = _nan_to_missing(self.data, self.mask)
         _check_time_axis(self)
 
@@ -144,6 +152,7 @@ class GraphSeries:
             if self.mask.shape != self.data.shape:
                 raise ValueError(f"GraphSeries 'mask' must have the data's shape "
                                  f"{tuple(self.data.shape)} (got {tuple(self.mask.shape)})")
+            check_binary_mask("GraphSeries.mask", self.mask)
         self.data, self.mask = _nan_to_missing(self.data, self.mask)
         for name in ("lat", "lon"):
             v = getattr(self, name)

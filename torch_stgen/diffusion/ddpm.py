@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checks import check_binary_mask
 from .schedules import check_betas, make_beta_schedule
 
 __all__ = ["FrozenConfig", "SchedulerOutput", "DDPMScheduler", "DDIMScheduler",
@@ -576,11 +577,13 @@ def _fill_missing(x: Tensor, mask: Optional[Tensor], value: Union[float, Tensor]
     model's input. ``mask=None`` returns ``x``."""
     if mask is None:
         return x
+    mask = torch.as_tensor(mask, device=x.device)
     try:
-        keep = torch.broadcast_to(torch.as_tensor(mask, device=x.device) != 0, x.shape)
+        keep = torch.broadcast_to(mask != 0, x.shape)
     except RuntimeError:
         raise ValueError(f"'{name}' must broadcast to {tuple(x.shape)} "
-                         f"(got {tuple(torch.as_tensor(mask).shape)})") from None
+                         f"(got {tuple(mask.shape)})") from None
+    check_binary_mask(name, mask)       # a -1 or NaN weight would bend the loss silently
     value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
     return torch.where(keep, x, value)
 
@@ -620,12 +623,19 @@ def diffusion_loss(model_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor,
     """
     if not isinstance(x0, Tensor) or x0.dim() < 1:
         raise ValueError(f"'x0' must be a tensor of shape [B, *] (got {getattr(x0, 'shape', x0)})")
+    if not x0.is_floating_point():
+        raise ValueError(f"'x0' must be a floating tensor (got {x0.dtype})")
     B = x0.shape[0]
+    if B == 0:
+        raise ValueError("'x0' is an empty batch (B = 0): the loss is undefined")
     if timesteps is None:
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (B,),
                                   generator=generator,
                                   device=generator.device if generator is not None else "cpu")
-    timesteps = torch.as_tensor(timesteps).long().to(x0.device)
+    timesteps = torch.as_tensor(timesteps)
+    if timesteps.is_floating_point() or timesteps.dtype == torch.bool:
+        raise ValueError(f"'timesteps' must be an integer tensor (got {timesteps.dtype})")
+    timesteps = timesteps.long().to(x0.device)
     if timesteps.shape != (B,):
         raise ValueError(f"'timesteps' must have shape [B] = [{B}] (got {tuple(timesteps.shape)})")
     if noise is None:

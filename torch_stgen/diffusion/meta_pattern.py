@@ -69,13 +69,15 @@ class MetaPatternDiffusion(nn.Module):
             (its betas define the process), or a ``[T]`` tensor of betas (a
             :class:`DDPMScheduler` with those betas is built).
         pattern_head (nn.Module, optional): maps the guidance :math:`\phi` to :math:`f`
-            (e.g. ``[N, d] -> [N, T, D]``). (default: ``None``: pass ``f`` directly)
+            (e.g. ``[N, d] -> [N, T, F]``, to be arranged as ``x0``'s per-sample shape).
+            (default: ``None``: pass ``f`` directly)
         aux_weight (float): weight :math:`\lambda \ge 0` of the auxiliary pattern loss.
             (default: ``0.0``)
 
     Shapes:
         - **x0, x_t:** ``[B, *]`` (e.g. ``[B, T, N, F]``)
-        - **f:** broadcastable to ``x0`` (e.g. ``[N, T, D]`` per node, or ``[B, *]``)
+        - **f:** broadcastable to ``x0``: ``[B, *]``, or one pattern for every sample
+          (e.g. ``[T, N, F]`` for ``x0`` of shape ``[B, T, N, F]``)
         - **t:** ``[B]``
     """
 

@@ -101,6 +101,10 @@ class DistributionalUpsampler:
     def fit(self, fine: Tensor, coarse: Optional[Tensor] = None) -> "DistributionalUpsampler":
         if fine.dim() != 4:
             raise ValueError(f"'fine' must have shape [T, C, H, W] (got {tuple(fine.shape)})")
+        for name, x in (("fine", fine), ("coarse", coarse)):
+            if x is not None and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"'{name}' holds NaN or inf: the shares need complete "
+                                 f"training maps")
         f = self.factor
         fine = fine.to(torch.float64)
         fine_sum = fine.sum(0)  # [C, H, W]
@@ -203,11 +207,11 @@ class _LearnedUpsampler(nn.Module):
         cond = cond.cpu() if isinstance(cond, Tensor) else cond
         m = torch.broadcast_to(mask, coarse.shape).bool()
         filled = nearest_fill(torch.where(m, coarse.float(), torch.zeros(())), m)
-        if self.cond_features:
-            if cond is None or tuple(cond.shape) != (coarse.shape[0], self.cond_features):
-                got = None if cond is None else tuple(cond.shape)
-                raise ValueError(f"'cond' must have shape [T, {self.cond_features}] "
-                                 f"(got {got})")
+        _check_cond("cond", cond, coarse.shape[0], self.cond_features)
+        if coarse.shape[0] == 0:
+            h, w = self.coarse_size
+            return torch.empty(0, self.channels, h * self.factor, w * self.factor,
+                               device=out_device)
         self.eval()
         outs = []
         for s in range(0, coarse.shape[0], batch_size):
@@ -380,6 +384,18 @@ class UrbanFM(_LearnedUpsampler):
                 f"width={self.width}, num_blocks={self.num_blocks})")
 
 
+def _check_cond(name: str, cond: Optional[Tensor], T: int, features: int) -> None:
+    """A model with ``features`` external inputs needs a finite ``[T, features]`` ``cond``."""
+    if not features:
+        return
+    if not isinstance(cond, Tensor) or tuple(cond.shape) != (T, features):
+        got = tuple(cond.shape) if isinstance(cond, Tensor) else cond
+        raise ValueError(f"'{name}' must have shape [T={T}, {features}] (got {got})")
+    if not bool(torch.isfinite(cond).all()):
+        raise ValueError(f"'{name}' holds NaN or inf: external features must be complete "
+                         f"(fill or drop the affected steps)")
+
+
 def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor] = None,
                   patterns: Sequence[Union[str, SparsePattern]] = ("random:0.4",),
                   steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
@@ -430,11 +446,7 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
     pats = [SparsePattern.parse(p) for p in patterns]
     if not pats:
         raise ValueError("'patterns' must not be empty")
-    if model.cond_features and (cond is None or tuple(cond.shape) != (fine.shape[0],
-                                                                      model.cond_features)):
-        got = None if cond is None else tuple(cond.shape)
-        raise ValueError(f"'cond' must have shape [T={fine.shape[0]}, "
-                         f"{model.cond_features}] (got {got})")
+    _check_cond("cond", cond, fine.shape[0], model.cond_features)
     gen = torch.Generator().manual_seed(int(seed))
     # the maps stay on the CPU (as do the random draws, so the stream does not depend on
     # the device); each batch moves to the model's device
@@ -452,11 +464,7 @@ def fit_upsampler(model: _LearnedUpsampler, fine: Tensor, cond: Optional[Tensor]
         _check_maps("val_fine", val_fine, model.channels, (H, W))
         if not bool(torch.isfinite(val_fine).all()):
             raise ValueError("'val_fine' must be complete (NaN/inf found)")
-        if model.cond_features and (val_cond is None or tuple(val_cond.shape) != (
-                val_fine.shape[0], model.cond_features)):
-            got = None if val_cond is None else tuple(val_cond.shape)
-            raise ValueError(f"'val_cond' must have shape [T_v={val_fine.shape[0]}, "
-                             f"{model.cond_features}] (got {got})")
+        _check_cond("val_cond", val_cond, val_fine.shape[0], model.cond_features)
         if isinstance(val_every, bool) or int(val_every) != val_every or val_every < 1:
             raise ValueError(f"'val_every' must be a positive integer (got {val_every!r})")
         Tv = val_fine.shape[0]

@@ -869,7 +869,9 @@ class DiffRecon(nn.Module):
                "b_f": b_f, "y_f": self._scale(fine[idx], self.fine_mean, self.fine_std),
                "seed": seed + 104729}
         if condition == "completed":
-            pick = torch.randperm(len(pats), generator=gen)[:series].tolist()
+            # each mask series completes the held-out maps ``i = k mod P``: never more
+            # series than maps (a series with no map would score nothing)
+            pick = torch.randperm(len(pats), generator=gen)[:min(series, len(idx))].tolist()
             masks = torch.stack([self._mask_series(pats[k], Tv, gen)
                                  for k in pick])                     # [P, T_v, C, I, J]
             val.update(zc=zc, idx=idx, time=time, ext=ext, feats=feats, masks=masks,
@@ -903,7 +905,6 @@ class DiffRecon(nn.Module):
         lf = sum(self.stage_f.loss(b_f, y_f, gen).item() for _ in range(draws))
         self.train(was)
         return lc / draws, lf / draws
-
 
     @torch.no_grad()
     def _complete_series(self, zc: Tensor, patterns: List[SparsePattern], time, ext,

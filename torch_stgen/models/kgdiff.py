@@ -67,6 +67,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._checks import check_binary_mask
+from ..data.datasets import node_index
 from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDiffusion
 from ..nn.conditioners import Conditioner, ConditionerStack, check_inputs
 from ..nn.delay import DelayEmbedding
@@ -466,8 +468,9 @@ class KGDiff(nn.Module):
         return self
 
     # ------------------------------------------------------------------ node look-up
-    def _entities(self, nodes) -> Tensor:
-        """Entity ids of ``nodes`` (node indices, or entity names)."""
+    def _entities(self, nodes, mask_ok: bool = False) -> Tensor:
+        """Entity ids of ``nodes`` (node indices, entity names or, with ``mask_ok``, a
+        boolean ``[N]`` node mask)."""
         if isinstance(nodes, str):
             nodes = [nodes]
         if not isinstance(nodes, Tensor) and len(nodes) and isinstance(list(nodes)[0], str):
@@ -479,14 +482,10 @@ class KGDiff(nn.Module):
             return torch.tensor([pos[n] for n in nodes], dtype=torch.long,
                                 device=self.node2entity.device)
         idx = torch.as_tensor(nodes, device=self.node2entity.device)
-        if idx.is_floating_point() or idx.dim() > 1:
-            raise ValueError(f"'nodes' must be a 1-D integer tensor of node indices or a "
-                             f"list of entity names (got {tuple(idx.shape)}, {idx.dtype})")
-        idx = idx.long().reshape(-1)
-        N = self.node2entity.numel()
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= N):
-            raise ValueError(f"'nodes' must be node indices in [0, {N}) (got range "
-                             f"[{int(idx.min())}, {int(idx.max())}])")
+        if idx.dtype == torch.bool and not mask_ok:
+            raise ValueError(f"'nodes' must be one node index per series, not a boolean "
+                             f"mask (got {tuple(idx.shape)}, bool)")
+        idx = node_index(idx, self.node2entity.numel())
         return self.node2entity[idx]
 
     # ------------------------------------------------------------------ guidance / pattern
@@ -499,8 +498,9 @@ class KGDiff(nn.Module):
         return self.encoder(self.edge_index, self.edge_type, targets)
 
     def guidance(self, nodes) -> Optional[Tensor]:
-        r""":math:`\varphi` of ``nodes`` (node indices or entity names), ``[n, dim]``."""
-        ent = self._entities(nodes)
+        r""":math:`\varphi` of ``nodes`` (node indices, a boolean ``[N]`` node mask or
+        entity names), ``[n, dim]``."""
+        ent = self._entities(nodes, mask_ok=True)
         phi = self.entity_guidance()
         return None if phi is None else phi[ent]
 
@@ -511,10 +511,11 @@ class KGDiff(nn.Module):
 
     @torch.no_grad()
     def pattern(self, nodes) -> Tensor:
-        r"""Meta pattern :math:`f(\varphi)` of ``nodes`` in original units, ``[n, L]``
+        r"""Meta pattern :math:`f(\varphi)` of ``nodes`` (as in :meth:`guidance`) in original
+        units, ``[n, L]``
         (the scaler's mean when there is no meta pattern)."""
         phi = self.guidance(nodes)
-        n = self._entities(nodes).numel()
+        n = self._entities(nodes, mask_ok=True).numel()
         f = self._pattern_std(phi, n, self.scale_mean.device)
         return f * self.scale_std + self.scale_mean
 
@@ -547,6 +548,8 @@ class KGDiff(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.length:
             raise ValueError(f"'x' must have shape [B, L={self.length}] "
                              f"(got {tuple(getattr(x, 'shape', ()))})")
+        if x.dtype == torch.bool or x.is_complex():
+            raise ValueError(f"'x' must hold real numbers (got {x.dtype})")
         if mask is not None and tuple(mask.shape) != tuple(x.shape):
             raise ValueError(f"'mask' must have the shape of 'x' {tuple(x.shape)} "
                              f"(got {tuple(mask.shape)})")
@@ -637,8 +640,18 @@ class KGDiff(nn.Module):
         self._check_batch(x, mask)
         # the samples stay on the CPU (as do the random draws, so the training stream does
         # not depend on the device); each batch moves to the model's device
-        x, mask = x.cpu(), (None if mask is None else mask.cpu())
-        nodes = torch.as_tensor(nodes).long().reshape(-1).cpu()
+        x, mask = x.cpu().to(torch.float32), (None if mask is None else mask.cpu())
+        if mask is not None:
+            check_binary_mask("mask", mask)
+        observed = torch.ones_like(x, dtype=torch.bool) if mask is None else mask != 0
+        if not bool(torch.isfinite(x[observed]).all()):
+            raise ValueError("'x' has NaN or inf at observed entries: flag them missing "
+                             "with 'mask' (0 = missing)")
+        nodes = torch.as_tensor(nodes)
+        if nodes.is_floating_point() or nodes.dtype == torch.bool or nodes.is_complex():
+            raise ValueError(f"'nodes' must hold one integer node index per series "
+                             f"(got {nodes.dtype})")
+        nodes = nodes.long().reshape(-1).cpu()
         if nodes.numel() != x.shape[0]:
             raise ValueError(f"'nodes' must have S={x.shape[0]} entries (got {nodes.numel()})")
         if int(steps) != steps or steps < 1 or int(batch_size) != batch_size or batch_size < 1:
@@ -725,7 +738,8 @@ class KGDiff(nn.Module):
         r"""Generate daily series for ``nodes`` (any KG node, seen in training or not).
 
         Args:
-            nodes: ``[n]`` node indices, or entity names (any entity of the KG).
+            nodes: ``[n]`` node indices, a boolean ``[N]`` node mask (e.g. a PyG
+                ``test_mask``), or entity names (any entity of the KG).
             num_samples (int): samples per node. (default: ``1``)
             sampler (str): ``'edm'`` (Heun, Karras et al. Algorithm 2), ``'ddpm'`` or
                 ``'ddim'``. (default: ``'edm'``)
@@ -733,8 +747,10 @@ class KGDiff(nn.Module):
                 default 18) or DDPM / DDIM inference steps (default: all 200 / 50).
             batch_size (int): images per network call. (default: ``512``)
             seed (int, optional): seed of a fresh CPU generator (ignored if ``generator``).
-            generator (torch.Generator, optional): source of the initial noise.
-            eta (float): DDIM :math:`\eta`. (default: ``0``)
+            generator (torch.Generator, optional): source of all the sampler's noise
+                (the initial noise, EDM's churn, DDPM's / DDIM's step noise).
+            eta (float): DDIM :math:`\eta`; only ``sampler='ddim'`` takes one.
+                (default: ``0``)
             progress (bool): tqdm bar over batches. (default: ``False``)
             inputs (dict, optional): ``{key: [num_samples, n, ...]}``, the inputs of the
                 model's ``conditioners`` for every sample of every node (for one value per
@@ -752,11 +768,19 @@ class KGDiff(nn.Module):
             raise ValueError(f"'num_samples' must be a positive integer (got {num_samples!r})")
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"'batch_size' must be a positive integer (got {batch_size!r})")
+        if num_steps is not None and (isinstance(num_steps, bool)
+                                      or int(num_steps) != num_steps or num_steps < 1):
+            raise ValueError(f"'num_steps' must be a positive integer or None "
+                             f"(got {num_steps!r})")
+        if eta != 0 and sampler != "ddim":
+            raise ValueError(f"'eta' is DDIM's: sampler={sampler!r} takes none (got eta={eta})")
+        if "generator" in sampler_kwargs:
+            raise TypeError("pass the generator as generate(..., generator=...)")
         if not bool(self.scaler_set):
             raise RuntimeError("the model has no scaler: call fit or set_scaler first")
         if generator is None:
             generator = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
-        ent = self._entities(nodes)
+        ent = self._entities(nodes, mask_ok=True)
         n, S = ent.numel(), int(num_samples)
         inputs = self._inputs(inputs, (S, n), "num_samples, n")
         inputs = {k: v.reshape(S * n, *v.shape[2:]) for k, v in inputs.items()}  # s * n + j
@@ -793,8 +817,8 @@ class KGDiff(nn.Module):
             latents = torch.randn(B, 1, V, V, generator=generator).to(device)
             if sampler == "edm":
                 img = self.diffusion.edm_sample(self.precond, f_img, latents,
-                                                num_steps=num_steps or 18, **sampler_kwargs,
-                                                **cond)
+                                                num_steps=num_steps or 18, generator=generator,
+                                                **sampler_kwargs, **cond)
             else:
                 cfg = self.diffusion.scheduler.config
                 cls = DDPMScheduler if sampler == "ddpm" else DDIMScheduler

@@ -234,6 +234,9 @@ class GeometryMoEConv(MessagePassing):
         self.learn_curvature = learn_curvature
         self.max_tangent_norm = float(max_tangent_norm)
         self.message_norm = bool(message_norm)
+        if self.message_norm and in_channels < 2:
+            raise ValueError(f"'message_norm' needs in_channels >= 2: a layer norm over one "
+                             f"channel maps every message to 0 (got in_channels={in_channels})")
         self.act = act
 
         self.relation = nn.Embedding(num_relations, in_channels)
@@ -279,8 +282,9 @@ class GeometryMoEConv(MessagePassing):
                 or edge_type.numel() != num_edges):
             raise ValueError(f"'edge_type' must have shape [E] = [{num_edges}] (got "
                              f"{tuple(edge_type.shape) if isinstance(edge_type, Tensor) else type(edge_type)})")
-        if edge_type.is_floating_point():
-            raise TypeError(f"'edge_type' must be an integer tensor (got {edge_type.dtype})")
+        if edge_type.is_floating_point() or edge_type.is_complex() or edge_type.dtype == torch.bool:
+            raise TypeError(f"'edge_type' must be an integer tensor of relation ids "
+                            f"(got {edge_type.dtype})")
         if num_edges and (int(edge_type.min()) < 0
                           or int(edge_type.max()) >= self.num_relations):
             raise ValueError(f"'edge_type' values must lie in [0, {self.num_relations}) "

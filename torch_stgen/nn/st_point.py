@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .embeddings import _check_finite
+
 __all__ = ["STPointEmbedding", "STPointAttention", "STPointFormer", "stack_subregions"]
 
 _TIME_POOLS = ("mean", "last", "flatten")
@@ -280,6 +282,7 @@ class STPointEmbedding(nn.Module):
                 got = None if ext is None else tuple(ext.shape)
                 raise ValueError(f"'ext' must have shape [B, T, F_ext] = "
                                  f"[{B}, {T}, {self.ext_features}] (got {got})")
+            _check_finite("ext", ext)      # one NaN would blank the sample's every point
             h = h + self.ext_proj(ext).unsqueeze(2)
         elif ext is not None:
             raise ValueError("'ext' was given but the layer was built with ext_features=0")

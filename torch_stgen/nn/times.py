@@ -189,6 +189,9 @@ class TimesBlock(nn.Module):
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"'x' must have shape [B, T, d] = [B, {self.seq_len}, "
                              f"{self.d_model}] (got {got})")
+        if x.shape[0] == 0:
+            raise ValueError("'x' is an empty batch (B = 0): there is no spectrum to pick "
+                             "periods from")
 
     def find_periods(self, x: Tensor) -> Tuple[List[int], Tensor]:
         """Eq. (1): the top-``k`` periods and their per-sample amplitudes.
@@ -204,7 +207,12 @@ class TimesBlock(nn.Module):
         score = amp.detach().mean(dim=(0, 2))
         score[0] = float("-inf")  # DC excluded (paper: set to 0; -inf also breaks ties)
         freqs = torch.topk(score, self.top_k).indices  # [k]
-        f = freqs.tolist()
+        # one host sync for the periods and the check: the batch shares one spectrum, so a
+        # single NaN / inf sample would silently change every sample's periods
+        *f, finite = torch.cat([freqs, torch.isfinite(score[1:]).all().long()[None]]).tolist()
+        if not finite:
+            raise ValueError("'x' holds NaN or inf: TimesBlock picks the periods of the whole "
+                             "batch from its mean spectrum (eq. 1)")
         if self.period_rule == "ceil":
             periods = [-(-T // fi) for fi in f]
         else:
