@@ -284,3 +284,17 @@ def test_series_refuse_repeated_timestamps_and_non_binary_masks():
             GridSeries(torch.ones(T, 1, 1, N), mask=mask.reshape(T, 1, 1, N))
     ok = GraphSeries(torch.ones(T, N), mask=torch.ones(T, N, dtype=torch.bool))
     assert ok.mask.dtype == torch.float32 and ok.mask.all()
+
+
+def test_graph_series_graph_from_adjacency_or_coordinates():
+    adj = torch.tensor([[0., 0.5, 0], [0.5, 0, 0], [0, 0, 0]])
+    roads = GraphSeries(torch.rand(4, 3), adj=adj, node_ids=["a", "b", "c"])
+    data = roads.graph()
+    assert data.edge_index.tolist() == [[0, 1], [1, 0]] and data.edge_weight.tolist() == [0.5, 0.5]
+    assert data.node_ids == ["a", "b", "c"]
+    lat = torch.tensor([34.0, 34.001, 35.0])           # two sensors 111 m apart, one far
+    lon = torch.tensor([-118.0, -118.0, -118.0])
+    near = GraphSeries(torch.rand(4, 3), lat=lat, lon=lon).graph(sigma=1.0, threshold=0.5)
+    assert near.edge_index.tolist() == [[0, 1], [1, 0]]       # the far one is unlinked
+    with pytest.raises(ValueError, match="has no 'adj' and no 'lat' / 'lon'"):
+        GraphSeries(torch.rand(4, 3)).graph()

@@ -391,13 +391,9 @@ class WindowDataset(Dataset):
     def graph(self, **kwargs):
         """The series' graph: :func:`grid_graph` for a grid, :func:`sensor_graph` from the
         adjacency for a sensor network (``None`` when a graph series has no ``adj``)."""
-        if isinstance(self.series, GridSeries):
-            return self.series.graph(**kwargs)
-        if self.series.adj is None:
+        if isinstance(self.series, GraphSeries) and self.series.adj is None:
             return None
-        from .sensor import sensor_graph
-        return sensor_graph(adj=self.series.adj, lat=self.series.lat, lon=self.series.lon,
-                            **kwargs)
+        return self.series.graph(**kwargs)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.series.name!r}, split={self.split!r}, "

@@ -184,6 +184,20 @@ class GraphSeries:
     def num_nodes(self) -> int:
         return self.data.shape[1]
 
+    def graph(self, **kwargs):
+        """The sensor network as a PyG ``Data`` with edge weights, see :func:`sensor_graph`:
+        from ``adj`` when the series has one, else the Gaussian kernel on the haversine
+        distances of ``lat`` / ``lon`` (``kwargs``: ``sigma``, ``threshold``,
+        ``self_loops``). Raises ``ValueError`` when the series has neither."""
+        from .sensor import sensor_graph
+        if self.adj is None and (self.lat is None or self.lon is None):
+            raise ValueError(f"GraphSeries {self.name!r} has no 'adj' and no 'lat' / 'lon': "
+                             f"there is no graph to build")
+        data = sensor_graph(adj=self.adj, lat=self.lat, lon=self.lon, **kwargs)
+        if self.node_ids is not None:
+            data.node_ids = list(self.node_ids)
+        return data
+
     def __repr__(self) -> str:
         span = ""
         if self.timestamps is not None and len(self.timestamps):
