@@ -29,6 +29,7 @@ import torch
 
 from torch_stgen.data import SparsePattern, chronological_split, coarsen
 from torch_stgen.experiments import diffrecon as bench
+from torch_stgen.experiments import resolve_device
 
 
 def main(argv=None) -> int:
@@ -37,8 +38,13 @@ def main(argv=None) -> int:
                         help="maps scored per split (after the context steps)")
     parser.add_argument("--mask-seed", type=int, default=123)
     parser.add_argument("--eval-samples", type=int, default=2)
+    parser.prog = "benchmarks/diffrecon_stages.py"
     args = parser.parse_args(argv)
     bench._defaults(args)
+    try:            # 'auto', a missing CUDA and the TF32 switches, as the main benchmark
+        args.device = str(resolve_device(args.device, args.tf32))
+    except ValueError as err:
+        parser.error(str(err))
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or any(not m.startswith("diffrecon") for m in methods):

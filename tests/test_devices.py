@@ -250,14 +250,23 @@ def test_resolve_device():
         resolve_device("tpu")
     if torch.cuda.is_available():
         assert resolve_device("cuda").type == "cuda"
-        # 'auto' sets the TF32 switches as an explicit 'cuda' does (it used to skip them)
-        assert resolve_device("auto", tf32=True).type == "cuda"
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-        resolve_device("auto")
-        assert not (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
     else:
         with pytest.raises(ValueError, match="--device cuda: CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_resolve_device_auto_sets_the_tf32_switches(monkeypatch):
+    """'auto' on a CUDA machine sets TF32 as an explicit 'cuda' does (it returned before
+    setting them). Runs anywhere: CUDA is faked, and only the switches are read."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        for tf32 in (True, False):
+            assert resolve_device("auto", tf32=tf32).type == "cuda"
+            assert torch.backends.cudnn.allow_tf32 is tf32
+            assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 # -------------------------------------------------------------------------- benchmarks

@@ -267,14 +267,19 @@ def test_daily_dataset_nodes_as_a_boolean_mask_or_indices():
         DailyDataset(s, nodes=torch.tensor([0.7, 1.9]))          # no silent truncation
     with pytest.raises(ValueError, match=r"'nodes' must be node indices in \[0, 4\)"):
         DailyDataset(s, nodes=[4])
+    assert len(DailyDataset(s, nodes=[])) == 0           # torch reads [] as float32
 
 
 def test_series_refuse_repeated_timestamps_and_non_binary_masks():
     T, N = 5, 2
     stamps = _hourly(T)
     stamps[3] = stamps[2]                  # a day cut would silently keep one reading
-    with pytest.raises(ValueError, match="GraphSeries 'timestamps' must be unique"):
+    with pytest.raises(ValueError, match="GraphSeries 'timestamps' must be unique at minute "
+                                         "resolution"):
         GraphSeries(torch.ones(T, N), timestamps=stamps)
+    seconds = np.datetime64("2024-01-01T00:00:00") + np.arange(T) * np.timedelta64(30, "s")
+    with pytest.raises(ValueError, match=r"stored as datetime64\[m\]\): 2 repeated"):
+        GraphSeries(torch.ones(T, N), timestamps=seconds)    # 30 s apart: merged by the cast
     for bad in (float("nan"), -1.0, 2.0, 0.5):
         mask = torch.ones(T, N)
         mask[1, 1] = bad

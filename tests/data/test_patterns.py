@@ -116,7 +116,7 @@ def test_a_pattern_never_hides_every_cell():
     # round(0.9 * 2) = 2 of 2 cells: refused rather than an all-missing "observation"
     with pytest.raises(ValueError, match=r"'random:0.9' hides all 2 cells .*round\(0.9 \* 2\)"):
         SparsePattern("random", 0.9)(3, 1, 2)
-    with pytest.raises(ValueError, match="hides all 1 cells"):
+    with pytest.raises(ValueError, match="hides all 1 nodes"):
         SparsePattern("fixed", 0.6).node_mask(2, 1)
     with pytest.raises(ValueError, match=r"hides the whole 1x1 map"):
         SparsePattern("block")(2, 1, 1)

@@ -246,8 +246,8 @@ def test_deepst_malformed_files_are_named(tmp_path):
     _write_deepst(tmp_path / "d_T60.h5", T=3)
     with h5py.File(tmp_path / "d_T60.h5", "r+") as f:          # step 2 repeats step 1
         f["date"][2] = f["date"][1]
-    with pytest.raises(ValueError, match="'timestamps' must be unique: 1 repeated, first "
-                                         "2015-01-01T01:00"):
+    with pytest.raises(ValueError, match="'timestamps' must be unique at minute resolution "
+                                         ".*: 1 repeated, first 2015-01-01T01:00"):
         read_deepst_h5(tmp_path)
 
 
@@ -260,8 +260,8 @@ def test_dcrnn_refuses_repeated_ids_and_short_location_rows(tmp_path):
         read_dcrnn(tmp_path)
     _write_dcrnn(tmp_path)
     (tmp_path / "graph_sensor_locations.csv").write_text(
-        "index,sensor_id,latitude,longitude\n0,103,34.3,-118.3\n1,101\n2,102,34.2,-118.2\n")
-    with pytest.raises(ValueError, match=r"line 3 must hold a sensor id, a latitude and a "
+        "index,sensor_id,latitude,longitude\n0,103,34.3,-118.3\n\n1,101\n2,102,34.2,-118.2\n")
+    with pytest.raises(ValueError, match=r"line 4 must hold a sensor id, a latitude and a "
                                          r"longitude \(got \['1', '101'\]\)"):
         read_dcrnn(tmp_path)
 

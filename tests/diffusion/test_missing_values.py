@@ -97,3 +97,9 @@ def test_diffusion_loss_refuses_what_it_would_bend():
         diffusion_loss(model, torch.ones(2, 3), sch, timesteps=torch.tensor([1.7, 2.2]))
     with pytest.raises(ValueError, match=r"'x0' is an empty batch \(B = 0\)"):
         diffusion_loss(model, torch.ones(0, 3), sch)
+    meta = MetaPatternDiffusion(sch)
+    f = torch.zeros(3)
+    with pytest.raises(ValueError, match="'t' must be an integer tensor"):
+        meta.loss(model, torch.ones(2, 3), f=f, t=torch.tensor([1.7, 2.2]))
+    with pytest.raises(ValueError, match="'x0' must be a floating tensor"):
+        meta.loss(model, torch.ones(2, 3, dtype=torch.long), f=f)

@@ -552,9 +552,11 @@ def test_completion_conditioned_early_stopping():
     torch.testing.assert_close(b["time"], truth["time"][order])
     with pytest.raises(ValueError, match="'val_condition' must be 'truth' or 'completed'"):
         _fit_es(_tiny(), fine, time, val_condition="completion")
-    # fewer held-out maps than mask series: one series per map (this used to crash in
-    # torch.arange with "upper bound and lower bound inconsistent")
-    few = model._validation_set(fine[30:], time[30:], None, pats, 1, 3, "completed", 2)
+    # fewer held-out maps than mask series: one series per map. With three series and one
+    # map, series 2 started past the maps and torch.arange crashed ("upper bound and
+    # lower bound inconsistent with step sign")
+    three = [SparsePattern.parse(p) for p in ("random:0.4", "block", "fixed:0.4")]
+    few = model._validation_set(fine[30:], time[30:], None, three, 1, 3, "completed", 3)
     assert len(few["idx"]) == 1 and few["masks"].shape[0] == 1
     assert model._validation_losses(few, steps=2)[1] > 0
 

@@ -201,6 +201,8 @@ def node_index(nodes, num_nodes: int, name: str = "nodes") -> Tensor:
     if nodes is None:
         return torch.arange(num_nodes)
     idx = torch.as_tensor(nodes)
+    if idx.numel() == 0:                # an empty list is float32 to torch: no nodes
+        return idx.long().reshape(-1)
     if idx.dtype == torch.bool:
         if idx.shape != (num_nodes,):
             raise ValueError(f"a boolean '{name}' mask must have shape [N={num_nodes}] "

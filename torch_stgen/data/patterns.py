@@ -140,21 +140,20 @@ class SparsePattern:
 
     def num_missing(self, n: int) -> int:
         """Number of missing cells per step among ``n`` (``fixed`` / ``random``):
-        ``round(ratio * n)``, refused when that hides all ``n`` (a map with nothing
-        observed is not a sparse observation; e.g. ratio 0.6 on a single cell)."""
-        k = int(round(self.ratio * n))
-        if k >= n and self.ratio > 0:
-            raise ValueError(f"pattern {self.name!r} hides all {n} cells of each step "
-                             f"(round({self.ratio} * {n}) = {k}): use a smaller ratio or a "
-                             f"larger map")
-        return k
+        ``round(ratio * n)``. Drawing a mask refuses a count that hides all ``n`` (a map
+        with nothing observed is not a sparse observation; e.g. ratio 0.6 on one node)."""
+        return int(round(self.ratio * n))
 
     def _generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
 
-    def _missing(self, T: int, n: int) -> Tensor:
+    def _missing(self, T: int, n: int, unit: str = "cells") -> Tensor:
         """``[T, n]`` bool, True = missing, exactly ``num_missing(n)`` per row."""
         k = self.num_missing(n)
+        if k >= n and self.ratio > 0:
+            raise ValueError(f"pattern {self.name!r} hides all {n} {unit} of each step "
+                             f"(round({self.ratio} * {n}) = {k}): use a smaller ratio or a "
+                             f"larger map")
         gen = self._generator()
         rows = 1 if self.kind == "fixed" else T
         order = torch.rand(rows, n, generator=gen).argsort(dim=1)
@@ -192,7 +191,7 @@ class SparsePattern:
             raise ValueError("kind='block' needs a grid: call pattern(T, H, W); "
                              "'node_mask' supports 'fixed' and 'random'")
         T, N = _positive_int("T", T), _positive_int("N", N)
-        return (~self._missing(T, N)).float().contiguous()
+        return (~self._missing(T, N, "nodes")).float().contiguous()
 
     def __repr__(self) -> str:
         extra = f", block={self.block}" if self.block is not None else ""

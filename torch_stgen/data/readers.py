@@ -295,7 +295,12 @@ def read_dcrnn(root: PathLike, speeds: Optional[str] = None,
 
 def _read_locations(path: Path, sensor_ids):
     with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
+        reader = csv.reader(f)
+        rows, lines = [], []            # non-blank rows and their line numbers
+        for r in reader:
+            if r:
+                rows.append(r)
+                lines.append(reader.line_num)
     if not rows:
         raise ValueError(f"'{path.name}' is empty")
     header = [c.strip().lower() for c in rows[0]]
@@ -303,7 +308,7 @@ def _read_locations(path: Path, sensor_ids):
     if "latitude" in header and "longitude" in header:
         id_col = header.index("sensor_id") if "sensor_id" in header else 0
         la, lo = header.index("latitude"), header.index("longitude")
-        body = rows[1:]
+        body, lines = rows[1:], lines[1:]
     else:
         width = len(rows[0])
         if width not in (3, 4):
@@ -311,12 +316,12 @@ def _read_locations(path: Path, sensor_ids):
                              f"longitude) or (index, sensor_id, latitude, longitude)")
         id_col, la, lo = (0, 1, 2) if width == 3 else (1, 2, 3)
         body = rows
-    for i, r in enumerate(body):
+    for line, r in zip(lines, body):
         try:
             table[_norm_id(r[id_col])] = (float(r[la]), float(r[lo]))
         except (IndexError, ValueError):
-            raise ValueError(f"'{path.name}' line {i + 1 + (body is not rows)} must hold a "
-                             f"sensor id, a latitude and a longitude (got {r})") from None
+            raise ValueError(f"'{path.name}' line {line} must hold a sensor id, a latitude "
+                             f"and a longitude (got {r})") from None
     absent = [s for s in sensor_ids if s not in table]
     if absent:
         raise ValueError(f"'{path.name}' lacks the locations of {len(absent)} sensors "

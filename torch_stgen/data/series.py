@@ -34,7 +34,8 @@ def _check_time_axis(series) -> None:
         uniq, counts = np.unique(series.timestamps, return_counts=True)
         if (counts > 1).any():      # a day cut would keep one of the readings silently
             dup = uniq[counts > 1]
-            raise ValueError(f"{kind} 'timestamps' must be unique: {len(dup)} repeated, "
+            raise ValueError(f"{kind} 'timestamps' must be unique at minute resolution "
+                             f"(they are stored as datetime64[m]): {len(dup)} repeated, "
                              f"first {dup[0]} ({int(counts.max())} times at most)")
     if series.ext is not None:
         series.ext = torch.as_tensor(series.ext, dtype=torch.float32)

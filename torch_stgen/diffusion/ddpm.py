@@ -588,6 +588,33 @@ def _fill_missing(x: Tensor, mask: Optional[Tensor], value: Union[float, Tensor]
     return torch.where(keep, x, value)
 
 
+def _check_loss_batch(x0) -> int:
+    """``x0`` of a denoising loss: a non-empty floating ``[B, *]`` tensor; returns ``B``."""
+    if not isinstance(x0, Tensor) or x0.dim() < 1:
+        raise ValueError(f"'x0' must be a tensor of shape [B, *] (got {getattr(x0, 'shape', x0)})")
+    if not x0.is_floating_point():
+        raise ValueError(f"'x0' must be a floating tensor (got {x0.dtype})")
+    if x0.shape[0] == 0:
+        raise ValueError("'x0' is an empty batch (B = 0): the loss is undefined")
+    return x0.shape[0]
+
+
+def _loss_timesteps(t, B: int, num_timesteps: int, generator: Optional[torch.Generator],
+                    device, name: str = "timesteps") -> Tensor:
+    """A loss's timesteps: ``t`` checked (integers, shape ``[B]``), or ``[B]`` uniform draws
+    from ``{0..num_timesteps-1}`` with ``generator`` when ``t`` is ``None``."""
+    if t is None:
+        t = torch.randint(0, num_timesteps, (B,), generator=generator,
+                          device=generator.device if generator is not None else "cpu")
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"'{name}' must be an integer tensor (got {t.dtype})")
+    t = t.long().to(device)
+    if t.shape != (B,):
+        raise ValueError(f"'{name}' must have shape [B] = [{B}] (got {tuple(t.shape)})")
+    return t
+
+
 def diffusion_loss(model_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor,
                    scheduler: Scheduler, generator: Optional[torch.Generator] = None,
                    mask: Optional[Tensor] = None, timesteps: Optional[Tensor] = None,
@@ -621,23 +648,9 @@ def diffusion_loss(model_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor,
     Shapes:
         - **x0:** ``[B, *]`` (e.g. ``[B, T, N, F]``); **mask:** broadcastable to ``x0``
     """
-    if not isinstance(x0, Tensor) or x0.dim() < 1:
-        raise ValueError(f"'x0' must be a tensor of shape [B, *] (got {getattr(x0, 'shape', x0)})")
-    if not x0.is_floating_point():
-        raise ValueError(f"'x0' must be a floating tensor (got {x0.dtype})")
-    B = x0.shape[0]
-    if B == 0:
-        raise ValueError("'x0' is an empty batch (B = 0): the loss is undefined")
-    if timesteps is None:
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (B,),
-                                  generator=generator,
-                                  device=generator.device if generator is not None else "cpu")
-    timesteps = torch.as_tensor(timesteps)
-    if timesteps.is_floating_point() or timesteps.dtype == torch.bool:
-        raise ValueError(f"'timesteps' must be an integer tensor (got {timesteps.dtype})")
-    timesteps = timesteps.long().to(x0.device)
-    if timesteps.shape != (B,):
-        raise ValueError(f"'timesteps' must have shape [B] = [{B}] (got {tuple(timesteps.shape)})")
+    B = _check_loss_batch(x0)
+    timesteps = _loss_timesteps(timesteps, B, scheduler.config.num_train_timesteps, generator,
+                                x0.device)
     if noise is None:
         noise = _randn(x0.shape, generator, x0.device, x0.dtype)
     x0 = _fill_missing(x0, mask)

@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .ddpm import (DDIMScheduler, DDPMScheduler, _expand_as, _fill_missing, _masked_mse,
-                   _prepare_sampling, _randn)
+from .ddpm import (DDIMScheduler, DDPMScheduler, _check_loss_batch, _expand_as, _fill_missing,
+                   _loss_timesteps, _masked_mse, _prepare_sampling, _randn)
 from .edm import edm_loss as _edm_loss
 from .edm import edm_sampler as _edm_sampler
 
@@ -219,17 +219,9 @@ class MetaPatternDiffusion(nn.Module):
         Returns:
             Tensor: scalar loss (or ``(loss, denoising_loss, aux_loss)``).
         """
-        if not isinstance(x0, Tensor) or x0.dim() < 1:
-            raise ValueError(f"'x0' must be a tensor of shape [B, *] "
-                             f"(got {getattr(x0, 'shape', x0)})")
+        B = _check_loss_batch(x0)
         f = self._resolve_f(x0, f, phi)
-        B = x0.shape[0]
-        if t is None:
-            t = torch.randint(0, self.num_timesteps, (B,), generator=generator,
-                              device=generator.device if generator is not None else "cpu")
-        t = torch.as_tensor(t).long().to(x0.device)
-        if t.shape != (B,):
-            raise ValueError(f"'t' must have shape [B] = [{B}] (got {tuple(t.shape)})")
+        t = _loss_timesteps(t, B, self.num_timesteps, generator, x0.device, name="t")
         if noise is None:
             noise = _randn(x0.shape, generator, x0.device, x0.dtype)
         elif noise.shape != x0.shape:
@@ -322,6 +314,8 @@ class MetaPatternDiffusion(nn.Module):
         """
         f = self._resolve_f(x0, f, phi)
         x0 = _fill_missing(x0, mask, f)     # a missing entry enters as the pattern
+        if mask is not None:                # checked above; as bool, not checked again
+            mask = torch.as_tensor(mask, device=x0.device) != 0
         denoise = _edm_loss(precond, x0 - f, mask=mask, **kwargs)
         target_f = f if aux_f is None else aux_f
         aux = _masked_mse(target_f.expand_as(x0), x0, mask) if self.aux_weight > 0 else \

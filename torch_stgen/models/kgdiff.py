@@ -581,6 +581,8 @@ class KGDiff(nn.Module):
         # on the model's device, no value check: this is the training hot path
         inputs = self._inputs(inputs, (B,), "B", ent.device, check_values=False)
         z = ((x - self.scale_mean) / self.scale_std).to(torch.float32)
+        if mask is not None:
+            check_binary_mask("mask", mask)     # free for a boolean mask (as fit passes)
         obs = torch.ones_like(z) if mask is None else mask.to(z.dtype)
         z = torch.where(obs > 0, z, torch.zeros_like(z))
         phi_all = self.entity_guidance(targets=ent)
@@ -591,7 +593,8 @@ class KGDiff(nn.Module):
         img = self.delay(z).unsqueeze(1)                       # [B, 1, V, V]
         f_img = self.delay(self.pattern_shrink * f).unsqueeze(1)
         aux_f = None if self.pattern_shrink == 1.0 else self.delay(f).unsqueeze(1)
-        m_img = (self.delay(obs) * self.delay.image_mask.to(z.dtype)).unsqueeze(1)
+        # boolean: the losses check a float mask's values (a host sync), a bool one is 0/1
+        m_img = ((self.delay(obs) != 0) & self.delay.image_mask).unsqueeze(1)
         cond = self._condition(phi, ent, inputs)
         return self.diffusion.edm_loss(self.precond, img, f=f_img, mask=m_img, aux_f=aux_f,
                                        generator=generator, return_parts=return_parts, **cond)
@@ -692,7 +695,9 @@ class KGDiff(nn.Module):
 
         def loss_fn(step: int) -> Tensor:
             idx = torch.randint(0, S, (min(int(batch_size), S),), generator=gen)
-            return self.loss(x[idx].to(device), nodes[idx].to(device), obs[idx].to(device),
+            # the boolean mask (checked above) costs the loss no value check
+            return self.loss(x[idx].to(device), nodes[idx].to(device),
+                             observed[idx].to(device),
                              generator=gen, inputs={k: v[idx] for k, v in inputs.items()})
 
         hist = trainer.run(loss_fn)["loss"]
@@ -774,8 +779,6 @@ class KGDiff(nn.Module):
                              f"(got {num_steps!r})")
         if eta != 0 and sampler != "ddim":
             raise ValueError(f"'eta' is DDIM's: sampler={sampler!r} takes none (got eta={eta})")
-        if "generator" in sampler_kwargs:
-            raise TypeError("pass the generator as generate(..., generator=...)")
         if not bool(self.scaler_set):
             raise RuntimeError("the model has no scaler: call fit or set_scaler first")
         if generator is None:

@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .embeddings import _check_finite
-
 __all__ = ["STPointEmbedding", "STPointAttention", "STPointFormer", "stack_subregions"]
 
 _TIME_POOLS = ("mean", "last", "flatten")
@@ -273,8 +271,15 @@ class STPointEmbedding(nn.Module):
                              f"[{B}, {T}, {N}, {Fi} or 1] (got {got})")
         mask = (mask != 0).expand_as(x) & ~torch.isnan(x)
         values = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        if not torch.isfinite(values).all():
-            raise ValueError("'x' has Inf at observed points (mask them or clean the data)")
+        finite = torch.isfinite(values).all()
+        if self.ext_proj is not None and isinstance(ext, Tensor) and ext.is_floating_point():
+            # one host sync for both checks; a NaN in ``ext`` would blank the sample's points
+            finite = torch.stack([finite, torch.isfinite(ext).all()])
+        if not bool(finite.all()):
+            if not torch.isfinite(values).all():
+                raise ValueError("'x' has Inf at observed points (mask them or clean the data)")
+            raise ValueError("'ext' contains NaN or infinite values; fill or drop the "
+                             "affected steps")
         m = mask.to(values.dtype)
         h = self.value_proj(values) + self.missing_proj(1.0 - m) + self.position(pos)
         if self.ext_proj is not None:
@@ -282,7 +287,6 @@ class STPointEmbedding(nn.Module):
                 got = None if ext is None else tuple(ext.shape)
                 raise ValueError(f"'ext' must have shape [B, T, F_ext] = "
                                  f"[{B}, {T}, {self.ext_features}] (got {got})")
-            _check_finite("ext", ext)      # one NaN would blank the sample's every point
             h = h + self.ext_proj(ext).unsqueeze(2)
         elif ext is not None:
             raise ValueError("'ext' was given but the layer was built with ext_features=0")
