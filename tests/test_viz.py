@@ -143,3 +143,82 @@ def test_ablation_figure_script(tmp_path, capsys):
     assert "| abl | 2.200, 2.000 | 2.100 | +0.100, -0.100; mean +0.000 ± 0.141 |" in text
     with pytest.raises(SystemExit):
         mod.main(["--group", "full", "--out", str(out)])
+
+
+def test_plot_reconstruction_missing_truth_is_not_scored():
+    truth = _maps() + 100.0 * torch.arange(5.0)[:, None, None, None]   # step 4 the busiest
+    truth[4, 0, 0, 0] = float("nan")              # a missing fine value at the busiest step
+    truth[1, 0, 2, 2] = float("nan")              # and one at a quiet step (argmax took it)
+    truth[0, 0, 1, 1] = float("inf")
+    pred = torch.nan_to_num(truth, nan=0.0, posinf=0.0) + 1.0
+    fig = plot_reconstruction(truth, {"a": pred})
+    assert fig._suptitle.get_text() == "step 4, channel 0"   # busiest over finite values
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    finite = truth[4, 0][torch.isfinite(truth[4, 0])]
+    assert axes[0].images[0].get_clim() == (float(finite.min()), float(finite.max()))
+    assert axes[1].images[0].get_clim() == axes[0].images[0].get_clim()
+    assert bool(axes[0].images[0].get_array().mask[0, 0])   # the missing cell is blank
+    # the error is scored where the truth exists: exactly 1 everywhere else
+    assert axes[3].get_title() == "|error|: MAE 1\n(all steps 1)"
+    assert axes[3].images[0].get_clim() == (0.0, 1.0)
+    at0 = plot_reconstruction(truth, {"a": pred}, step=0)
+    axes0 = [ax for ax in at0.axes if ax.get_label() != "<colorbar>"]
+    lo, hi = axes0[0].images[0].get_clim()
+    t0 = truth[0, 0][torch.isfinite(truth[0, 0])]                   # the inf is left out
+    assert (lo, hi) == (float(t0.min()), float(t0.max()))
+    # a NaN prediction where the truth exists is the method's failure: it shows in the MAE
+    bad = pred.clone()
+    bad[4, 0, 2, 2] = float("nan")
+    axes_b = [ax for ax in plot_reconstruction(truth, {"a": bad}).axes
+              if ax.get_label() != "<colorbar>"]
+    assert axes_b[3].get_title() == "|error|: MAE nan\n(all steps nan)"
+    with pytest.raises(ValueError, match="'truth' has no finite value in channel 1"):
+        truth[:, 1] = float("nan")
+        plot_reconstruction(truth, {"a": pred}, channel=1)
+
+
+def test_plot_reconstruction_checks_mask_and_predictions():
+    truth = _maps()
+    coarse = truth.reshape(5, 2, 2, 2, 3, 2).sum((3, 5))              # [T, C, 2, 3]
+    shape = r"'mask' must have shape \[T, C or 1, I, J\] = \[5, 2 or 1, 2, 3\]"
+    with pytest.raises(ValueError, match=shape + r" \(got \(1, 1, 2, 3\)\)"):
+        plot_reconstruction(truth, {"a": truth}, coarse, torch.ones(1, 1, 2, 3), step=2)
+    with pytest.raises(ValueError, match=shape + r" \(got \(5, 1, 3, 3\)\)"):
+        plot_reconstruction(truth, {"a": truth}, coarse, torch.ones(5, 1, 3, 3))
+    with pytest.raises(ValueError, match=shape):
+        plot_reconstruction(truth, {"a": truth}, coarse, torch.ones(5, 3, 2, 3))
+    with pytest.raises(ValueError, match="'mask' must contain only 0 and 1"):
+        plot_reconstruction(truth, {"a": truth}, coarse, torch.full((5, 1, 2, 3), 0.5))
+    with pytest.raises(ValueError, match="'mask' needs 'coarse'"):
+        plot_reconstruction(truth, {"a": truth}, mask=torch.ones(5, 1, 2, 3))
+    with pytest.raises(TypeError, match="'predictions' must be a mapping"):
+        plot_reconstruction(truth, truth)
+    fig = plot_reconstruction(truth, {"a": truth}, coarse, torch.ones(5, 2, 2, 3, dtype=torch.bool))
+    assert fig.axes[0].get_title() == "observed coarse\n(0 % missing)"
+
+
+def test_plot_profiles_named_errors():
+    real = torch.rand(4, 3, 8)
+    nan = torch.full_like(real, float("nan"))
+    with pytest.raises(ValueError, match="'real' has no observed value"):
+        plot_profiles(nan, {"x": nan})
+    with pytest.raises(ValueError, match="'real' has no observed value"):
+        plot_profiles(real, {"x": real}, mask=torch.zeros_like(real))
+    with pytest.raises(ValueError, match=r"generated\['x'\] has no finite value"):
+        plot_profiles(real, {"x": nan})
+    with pytest.raises(ValueError, match=r"'node_names' must name the n=3 nodes \(got 1\)"):
+        plot_profiles(real, {"x": real}, node_names=["a"])
+    # constant values: the histogram gets a unit-wide range instead of zero-width bins
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot_profiles(torch.zeros(4, 3, 8), {"x": torch.zeros(2, 3, 8)})
+    assert fig.axes[-1].get_xlim()[0] < 0.0 < fig.axes[-1].get_xlim()[1]
+
+
+def test_plot_paired_differences_named_errors():
+    from torch_stgen.viz import plot_paired_differences
+    with pytest.raises(ValueError, match=r"values\['ref'\] must hold at least one value"):
+        plot_paired_differences({"ref": [], "a": []}, "ref")
+    with pytest.raises(TypeError, match=r"values\['a'\] must be a sequence of numbers"):
+        plot_paired_differences({"ref": [1.0], "a": ["2"]}, "ref")

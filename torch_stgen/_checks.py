@@ -1,8 +1,11 @@
 """Input checks shared across the package (private)."""
+import operator
+from typing import Optional
+
 import torch
 from torch import Tensor
 
-__all__ = ["check_binary_mask"]
+__all__ = ["check_binary_mask", "check_int", "check_seed"]
 
 
 def check_binary_mask(name: str, mask: Tensor, meaning: str = "1 = observed") -> None:
@@ -21,3 +24,34 @@ def check_binary_mask(name: str, mask: Tensor, meaning: str = "1 = observed") ->
         example = mask[bad].reshape(-1)[0].item()
         raise ValueError(f"'{name}' must contain only 0 and 1 ({meaning}) "
                          f"(got {example!r})")
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int in ``[0, 2**63)`` (what ``torch.Generator.manual_seed`` takes;
+    a larger one overflows inside torch with an unnamed error). Any integer type passes
+    (e.g. ``numpy.int64``); floats and bools do not."""
+    try:
+        value = check_int(name, seed, 0)
+    except ValueError:
+        value = None
+    if value is None or value >= 2 ** 63:
+        raise ValueError(f"'{name}' must be an integer in [0, 2**63) (got {seed!r})")
+    return value
+
+
+def check_int(name: str, value, low: int = 1, low_text: Optional[str] = None) -> int:
+    """``value`` as a Python int ``>= low``: any integer type passes (``numpy.int64``
+    too); bools, floats (even ``4.0``) and strings are refused with a ``ValueError``
+    naming ``name``. The message reads "a positive integer" for ``low=1`` without
+    ``low_text``, else "an integer >= {low_text}{low}" (e.g. ``"-history = "``)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        out = operator.index(value)
+    except TypeError:
+        out = None
+    if out is None or out < low:
+        bound = ("a positive integer" if low == 1 and low_text is None
+                 else f"an integer >= {low_text or ''}{low}")
+        raise ValueError(f"'{name}' must be {bound} (got {value!r})")
+    return out

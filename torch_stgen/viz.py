@@ -20,6 +20,7 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._checks import check_binary_mask
 from .typing import require
 
 __all__ = ["plot_reconstruction", "plot_profiles", "plot_paired_differences", "save"]
@@ -52,21 +53,36 @@ def plot_reconstruction(truth: Tensor, predictions: Mapping[str, Tensor],
     absolute error :math:`|\hat X^{fg} - X^{fg}|` on one shared scale, titled with its MAE
     at this step and over all steps.
 
+    Missing truth: NaN / infinite entries of ``truth`` are missing fine values. They are
+    left blank, ignored by the default ``step`` and the colour scale, and not scored: the
+    MAE is the mean over the entries whose truth is finite (``n/a`` if there is none). A
+    NaN *prediction* where the truth exists is not hidden: its MAE is ``nan``.
+
     Args:
-        truth (Tensor): ``[T, C, NI, NJ]`` fine truth.
+        truth (Tensor): ``[T, C, NI, NJ]`` fine truth (NaN = missing); ``channel`` must
+            have at least one finite value.
         predictions (mapping): method name -> ``[T, C, NI, NJ]`` fine maps.
         coarse (Tensor, optional): ``[T, C, I, J]`` coarse maps (the observed values).
-        mask (Tensor, optional): ``[T, C or 1, I, J]`` 1 = observed (with ``coarse``).
-        step (int, optional): time index; default: the step with the largest total of
-            ``truth`` (a busy hour).
+        mask (Tensor, optional): ``[T, C or 1, I, J]`` 0/1 mask, 1 = observed; only with
+            ``coarse`` (a ``mask`` alone raises ``ValueError``).
+        step (int, optional): time index; default: the step with the largest total of the
+            finite ``truth`` values (a busy hour).
         channel (int): channel to show. (default: ``0``)
         cmap, error_cmap (str): colour maps. (default: ``"viridis"``, ``"magma"``)
         title (str, optional): figure title.
 
     Returns:
         matplotlib.figure.Figure
+
+    Raises:
+        ValueError: a shape does not match (named), ``mask`` is not 0/1 or comes without
+            ``coarse``, or ``truth`` has no finite value in ``channel``.
+        TypeError: ``predictions`` is not a mapping.
     """
     truth = _check("truth", truth, 4)
+    if not isinstance(predictions, Mapping):
+        raise TypeError(f"'predictions' must be a mapping of method name -> tensor "
+                        f"(got {type(predictions).__name__})")
     if not predictions:
         raise ValueError("'predictions' must name at least one method")
     preds = {}
@@ -79,8 +95,12 @@ def plot_reconstruction(truth: Tensor, predictions: Mapping[str, Tensor],
     T, C = truth.shape[:2]
     if not 0 <= channel < C:
         raise ValueError(f"'channel' must lie in [0, {C}) (got {channel})")
+    scored = torch.isfinite(truth)                  # missing fine values are not scored
+    truth = truth.masked_fill(~scored, float("nan"))
+    if not bool(scored[:, channel].any()):
+        raise ValueError(f"'truth' has no finite value in channel {channel} (NaN = missing)")
     if step is None:
-        step = int(truth[:, channel].flatten(1).sum(1).argmax())
+        step = int(truth[:, channel].nan_to_num(0.0).flatten(1).sum(1).argmax())
     if not 0 <= step < T:
         raise ValueError(f"'step' must lie in [0, {T}) (got {step})")
     if coarse is not None:
@@ -88,18 +108,38 @@ def plot_reconstruction(truth: Tensor, predictions: Mapping[str, Tensor],
         if coarse.shape[:2] != (T, C):
             raise ValueError(f"'coarse' must have shape [T, C, I, J] = [{T}, {C}, I, J] "
                              f"(got {tuple(coarse.shape)})")
+    if mask is not None:
+        if coarse is None:
+            raise ValueError("'mask' needs 'coarse': it marks the observed cells of the "
+                             "coarse map (pass 'coarse' too, or drop 'mask')")
+        I, J = coarse.shape[2:]
+        if not isinstance(mask, Tensor) or mask.dim() != 4 or mask.shape[0] != T \
+                or mask.shape[1] not in (1, C) or mask.shape[2:] != (I, J):
+            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"'mask' must have shape [T, C or 1, I, J] = "
+                             f"[{T}, {C} or 1, {I}, {J}] (got {got})")
+        check_binary_mask("mask", mask)
+        mask = mask.detach().float().cpu()
     shown = coarse is not None
     ncols = 1 + int(shown) + len(preds)
     fig, axes = _figure(2, ncols, (2.6, 2.6 * truth.shape[2] / max(truth.shape[3], 1) + 0.4))
-    vmin, vmax = float(truth[step, channel].min()), float(truth[step, channel].max())
+    ref = truth[step, channel][scored[step, channel]]
+    if ref.numel() == 0:                            # nothing at this step: the channel's range
+        ref = truth[:, channel][scored[:, channel]]
+    vmin, vmax = float(ref.min()), float(ref.max())
     errors = {n: (p - truth).abs() for n, p in preds.items()}
-    emax = max(float(e[step, channel].max()) for e in errors.values()) or 1.0
+    at_step = torch.cat([e[step, channel][torch.isfinite(e[step, channel])].reshape(-1)
+                         for e in errors.values()])
+    emax = (float(at_step.max()) if at_step.numel() else 0.0) or 1.0
+
+    def mae(e: Tensor, valid: Tensor) -> str:
+        return f"{float(e[valid].mean()):.3g}" if bool(valid.any()) else "n/a"
+
     col = 0
     if shown:
         img = coarse[step, channel].clone()
         if mask is not None:
-            m = _check("mask", mask, 4)
-            m = torch.broadcast_to(m[step, min(channel, m.shape[1] - 1)], img.shape)
+            m = mask[step, min(channel, mask.shape[1] - 1)]
             img[m == 0] = float("nan")
             missing = 100.0 * float((m == 0).float().mean())
             axes[0, 0].set_title(f"observed coarse\n({missing:.0f} % missing)", fontsize=9)
@@ -116,8 +156,8 @@ def plot_reconstruction(truth: Tensor, predictions: Mapping[str, Tensor],
         axes[0, c].set_title(name, fontsize=9)
         e = errors[name]
         eim = axes[1, c].imshow(e[step, channel].numpy(), cmap=error_cmap, vmin=0, vmax=emax)
-        axes[1, c].set_title(f"|error|: MAE {float(e[step].mean()):.3g}\n"
-                             f"(all steps {float(e.mean()):.3g})", fontsize=8)
+        axes[1, c].set_title(f"|error|: MAE {mae(e[step], scored[step])}\n"
+                             f"(all steps {mae(e, scored)})", fontsize=8)
     fig.colorbar(eim, ax=axes[1, :], shrink=0.8, label="absolute error")
     for ax in axes.flat:
         ax.set_xticks([])
@@ -138,24 +178,32 @@ def plot_profiles(real: Tensor, generated: Mapping[str, Tensor],
 
     One panel per node: the mean over days of the real series (black) and of each method's
     samples, each with its ``quantiles`` band; a last panel with the value histograms over
-    all nodes and steps (the distributions the JSD compares).
+    all nodes and steps (the distributions the JSD compares). Non-finite values are left
+    out of the histograms; constant values get a unit-wide histogram range.
 
     Args:
         real (Tensor): ``[D, n, L]`` real days of ``n`` nodes (NaN or ``mask == 0`` =
-            missing).
-        generated (mapping): method name -> ``[S, n, L]`` samples of the same nodes.
+            missing); at least one value must be observed.
+        generated (mapping): method name -> ``[S, n, L]`` samples of the same nodes, each
+            with at least one finite value.
         mask (Tensor, optional): ``[D, n, L]`` 1 = observed.
         nodes (sequence of int, optional): columns to show; default ``max_nodes`` evenly
             spaced ones.
         max_nodes (int): panels when ``nodes`` is not given. (default: ``4``)
         steps_per_hour (float, optional): label the x axis in hours.
         quantiles (tuple of float): band. (default: ``(0.1, 0.9)``)
-        node_names (sequence of str, optional): names of the ``n`` nodes.
+        node_names (sequence of str, optional): names of the ``n`` nodes (all ``n``, not
+            only the shown ones).
         bins (int): histogram bins. (default: ``40``)
         title, ylabel (str, optional): labels.
 
     Returns:
         matplotlib.figure.Figure
+
+    Raises:
+        ValueError: a shape does not match (named), ``node_names`` does not have ``n``
+            entries, ``real`` has no observed value or a ``generated`` series no finite
+            value.
     """
     real = _check("real", real, 3)
     D, n, L = real.shape
@@ -165,6 +213,8 @@ def plot_profiles(real: Tensor, generated: Mapping[str, Tensor],
             raise ValueError(f"'mask' must have the shape of 'real' {tuple(real.shape)} "
                              f"(got {tuple(m.shape)})")
         real = torch.where(m > 0, real, torch.full_like(real, float("nan")))
+    if not bool(torch.isfinite(real).any()):
+        raise ValueError("'real' has no observed value (all NaN, infinite or mask == 0)")
     if not generated:
         raise ValueError("'generated' must name at least one method")
     gens = {}
@@ -173,6 +223,8 @@ def plot_profiles(real: Tensor, generated: Mapping[str, Tensor],
         if g.shape[1:] != (n, L):
             raise ValueError(f"generated[{name!r}] must have shape [S, n, L] = [S, {n}, {L}] "
                              f"(got {tuple(g.shape)})")
+        if not bool(torch.isfinite(g).any()):
+            raise ValueError(f"generated[{name!r}] has no finite value")
         gens[name] = g
     lo, hi = quantiles
     if not 0.0 <= lo < hi <= 1.0:
@@ -183,6 +235,10 @@ def plot_profiles(real: Tensor, generated: Mapping[str, Tensor],
     nodes = [int(i) for i in nodes]
     if any(not 0 <= i < n for i in nodes):
         raise ValueError(f"'nodes' must lie in [0, {n}) (got {nodes})")
+    if node_names is not None:
+        node_names = list(node_names)
+        if len(node_names) != n:
+            raise ValueError(f"'node_names' must name the n={n} nodes (got {len(node_names)})")
     x = torch.arange(L, dtype=torch.float32)
     xlabel = "step"
     if steps_per_hour:
@@ -211,7 +267,10 @@ def plot_profiles(real: Tensor, generated: Mapping[str, Tensor],
     h = axes[0, -1]
     vals = real[torch.isfinite(real)]
     all_vals = torch.cat([vals] + [g[torch.isfinite(g)] for g in gens.values()])
-    edges = torch.linspace(float(all_vals.min()), float(all_vals.max()), bins + 1)
+    vlo, vhi = float(all_vals.min()), float(all_vals.max())
+    if not vhi > vlo:                               # constant values: no zero-width bins
+        vlo, vhi = vlo - 0.5, vhi + 0.5
+    edges = torch.linspace(vlo, vhi, bins + 1)
     h.hist(vals.numpy(), bins=edges.numpy(), density=True, histtype="step", color="black",
            lw=2.0, label="real")
     for c, (name, g) in enumerate(gens.items()):
@@ -236,20 +295,34 @@ def plot_paired_differences(values: Mapping[str, Sequence[float]], reference: st
 
     Args:
         values (mapping): model name -> per-seed metric values (the same seeds, in the
-            same order, for every model; ``reference`` included).
+            same order, for every model; ``reference`` included; at least one seed).
         reference (str): the model the others are compared with (e.g. the full model).
         metric (str): axis label. (default: ``"MAE"``)
         title (str, optional): figure title.
 
     Returns:
         matplotlib.figure.Figure
+
+    Raises:
+        ValueError: ``reference`` is not a key, a model has no value or not one per seed
+            of the reference.
+        TypeError: a model's values are not numbers.
     """
     if reference not in values:
         raise ValueError(f"'reference' {reference!r} must be a key of 'values' "
                          f"(got {list(values)})")
-    ref = torch.as_tensor(values[reference], dtype=torch.float64).reshape(-1)
-    others = {k: torch.as_tensor(v, dtype=torch.float64).reshape(-1)
-              for k, v in values.items() if k != reference}
+    def numbers(k) -> Tensor:
+        try:
+            v = torch.as_tensor(values[k], dtype=torch.float64).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"values[{k!r}] must be a sequence of numbers, one per seed "
+                            f"(got {values[k]!r})") from None
+        if v.numel() == 0:
+            raise ValueError(f"values[{k!r}] must hold at least one value (one per seed)")
+        return v
+
+    ref = numbers(reference)
+    others = {k: numbers(k) for k in values if k != reference}
     if not others:
         raise ValueError("'values' must hold at least one model besides the reference")
     for k, v in others.items():

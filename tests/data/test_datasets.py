@@ -303,3 +303,25 @@ def test_graph_series_graph_from_adjacency_or_coordinates():
     assert near.edge_index.tolist() == [[0, 1], [1, 0]]       # the far one is unlinked
     with pytest.raises(ValueError, match="has no 'adj' and no 'lat' / 'lon'"):
         GraphSeries(torch.rand(4, 3)).graph()
+
+
+def test_window_dataset_series_too_short_and_numpy_ints():
+    g = _grid(T=40)
+    for kw in ({"history": 41}, {"history": 40}, {"history": 38, "horizon": 3},
+               {"history": 38, "horizon": 1, "delay": 2}):
+        with pytest.raises(ValueError, match=r"spans \d+ steps, more than the series' T=40"):
+            WindowDataset(g, **kw)
+    assert len(WindowDataset(g, history=38, horizon=2)) == 1            # exactly fits
+    assert len(WindowDataset(g, history=40, horizon=1, delay=-1)) == 1  # nowcast the last step
+    # an empty split stays legitimate (no validation range here)
+    assert len(WindowDataset(g, history=4, split="val", ratios=(3, 0, 1))) == 0
+    ds = WindowDataset(g, history=np.int64(4), horizon=np.int32(2), delay=np.int64(1),
+                       stride=np.int64(3))
+    ref = WindowDataset(g, history=4, horizon=2, delay=1, stride=3)
+    assert type(ds.history) is int and repr(ds) == repr(ref)
+    assert torch.equal(ds.starts, ref.starts) and torch.equal(ds[2]["y"], ref[2]["y"])
+    for bad in (4.0, np.float64(4.0), True, "4"):
+        with pytest.raises(ValueError, match="'history' must be an integer >= 1"):
+            WindowDataset(g, history=bad)
+    with pytest.raises(ValueError, match="'delay' must be an integer >= -history"):
+        WindowDataset(g, history=4, delay=0.5)

@@ -225,3 +225,52 @@ def test_read_nyc_urban_kg_missing_files(tmp_path):
     (tmp_path / "test_regs.json").write_text('["r3"]')
     with pytest.raises(ValueError, match="r3"):
         read_nyc_urban_kg(tmp_path)
+
+
+def test_constructor_refuses_non_integer_ids():
+    for bad in ([[0.7, 0.2, 1.9]], torch.tensor([[0.0, 0.0, 1.0]]), [[float("nan"), 0, 1]],
+                torch.ones(1, 3, dtype=torch.bool)):
+        with pytest.raises(ValueError, match="'triples' must hold integer ids"):
+            UrbanKG(["a", "b"], ["r"], bad)
+    with pytest.raises(ValueError, match="'triples' must hold integer ids"):
+        UrbanKG(["a", "b"], ["r"], [["a", "r", "b"]])
+    ok = UrbanKG(["a", "b"], ["r"], np.array([[0, 0, 1]], dtype=np.int32))
+    assert ok.triples.dtype == torch.long and ok.triples.tolist() == [[0, 0, 1]]
+    assert UrbanKG(["a"], ["r"], []).num_triples == 0
+    with pytest.raises(ValueError, match=r"'triples'\[0\] must be a \(head, relation, tail\)"):
+        UrbanKG.from_triples([5])
+
+
+def test_kg_from_sensor_graph_checks_bins_and_threshold():
+    lat, lon = [34.0, 34.0, 34.01], [-118.0, -118.0, -118.0]
+    for bad in ((float("nan"),), (1.0, float("inf")), "12", 1.0, (2.0, 1.0), (-1.0, 1.0),
+                (0.0, 1.0), (), (True,), [[1.0, 2.0]], ("1",)):
+        with pytest.raises(ValueError, match="'bins' must be a sequence of finite, positive, "
+                                             "increasing"):
+            kg_from_sensor_graph(lat, lon, bins=bad)
+    ref = kg_from_sensor_graph(lat, lon, bins=(1.0, 2.0))
+    for same in (torch.tensor([1.0, 2.0]), np.array([1, 2]), [np.float32(1.0), 2]):
+        assert kg_from_sensor_graph(lat, lon, bins=same) == ref
+    adj = np.ones((3, 3))
+    for bad in (float("nan"), float("inf"), -float("inf"), "0", None):
+        with pytest.raises(ValueError, match="'adj_threshold' must be a finite number"):
+            kg_from_sensor_graph(lat, lon, adj=adj, adj_threshold=bad)
+    kg = kg_from_sensor_graph(lat, lon, adj=adj, adj_threshold=np.float64(0.5))
+    assert int((kg.edge_type == kg.relation2id["road_adjacent"]).sum()) == 6
+
+
+def test_kg_from_grid_sizes_and_empty_pois():
+    for h, w, bad in ((2.0, 2, "height"), (2, 2.5, "width"), (True, 2, "height"),
+                      ("2", 2, "height"), (0, 2, "height"), (2, np.float64(3.0), "width")):
+        with pytest.raises(ValueError, match=f"'{bad}' must be a positive integer"):
+            kg_from_grid(h, w)
+    assert kg_from_grid(np.int64(2), np.int32(3)) == kg_from_grid(2, 3)
+    plain = kg_from_grid(2, 2)
+    for empty in ([], np.zeros(0), torch.zeros(0, 2)):
+        kg = kg_from_grid(2, 2, pois=empty)
+        assert kg.entities == plain.entities and torch.equal(kg.triples, plain.triples)
+        assert kg.relations == ["adjacent_to", "located_in"]      # declared, like the bins
+    both = kg_from_grid(2, 2, pois=[], poi_categories=[])
+    assert both.relations[-1] == "has_category" and both.num_triples == plain.num_triples
+    with pytest.raises(ValueError, match="'poi_categories' must be integer ids or names"):
+        kg_from_grid(2, 2, pois=[0], poi_categories=[1.7])

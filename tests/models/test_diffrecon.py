@@ -150,11 +150,27 @@ def test_joint_mix_conditions_diffusion_f_on_truth_or_completions(mix):
 
 @pytest.mark.parametrize("kw, match", [(dict(pretrain_steps=-1), "'pretrain_steps'"),
                                        (dict(joint_steps=1.5), "'joint_steps'"),
-                                       (dict(batch_size=0), "'batch_size'")])
+                                       (dict(batch_size=0), "'batch_size'"),
+                                       (dict(joint_sampling_steps=0), "'joint_sampling_steps'"),
+                                       (dict(joint_refresh=0), "'joint_refresh'"),
+                                       (dict(seed=2 ** 64), "'seed'"),
+                                       (dict(seed=1.5), "'seed'")])
 def test_fit_refuses_bad_step_counts_by_name(kw, match):
     fine, time = _series(T=30)
     with pytest.raises(ValueError, match=match + " must be a"):
         _tiny().fit(fine, time=time, **dict(dict(pretrain_steps=1, joint_steps=1), **kw))
+
+
+def test_fit_refuses_a_run_that_trains_nothing_and_takes_one_pattern_string():
+    fine, time = _series(T=30)
+    with pytest.raises(ValueError, match="'pretrain' and 'joint' are both False"):
+        _tiny().fit(fine, time=time, pretrain=False, joint=False)
+    one = _tiny().fit(fine, time=time, patterns="random:0.4", pretrain_steps=1,
+                      joint_steps=0, batch_size=4)        # was parsed letter by letter
+    assert one.history_log["patterns"] == ["random:0.4"]
+    with pytest.raises(ValueError, match="'ext' was given but the model was built with "
+                                         "ext_features=0"):
+        _tiny().fit(fine, time=time, ext=torch.zeros(len(fine), 2), pretrain_steps=1)
 
 
 def test_fit_stops_on_a_non_finite_loss():
@@ -273,6 +289,19 @@ def test_reconstruct_errors(fitted):
         model.reconstruct(bad, mask, time=time, steps=2)
     with pytest.raises(RuntimeError, match="not fitted"):
         _tiny().reconstruct(coarse, mask, time=time)
+    for value in (0.5, -1.0, float("nan")):        # each was silently "observed"
+        odd = mask.clone()
+        odd[3, 0, 1, 1] = value
+        with pytest.raises(ValueError, match=r"'mask' must contain only 0 and 1"):
+            model.reconstruct(coarse, odd, time=time, steps=2)
+        with pytest.raises(ValueError, match=r"'mask' must contain only 0 and 1"):
+            model.complete(coarse, odd, time=time, steps=2)
+    with pytest.raises(ValueError, match="'steps' must be a positive integer"):
+        model.reconstruct(coarse, mask, time=time, steps=0)
+    with pytest.raises(ValueError, match="'ext' was given"):
+        model.reconstruct(coarse, mask, time=time, ext=torch.zeros(len(coarse), 1), steps=2)
+    with pytest.raises(ValueError, match=r"'seed' must be an integer in \[0, 2\*\*63\)"):
+        model.complete(coarse, mask, time=time, steps=2, seed=2 ** 64)
     with pytest.raises(ValueError, match="'fine' must have shape"):
         _tiny().fit(fine[:, :, :4], time=time)
     nan_fine = fine.clone()

@@ -535,6 +535,10 @@ def test_generate_refuses_options_it_would_ignore():
         m.generate([0], eta=0.5)
     with pytest.raises(ValueError, match="'eta' is DDIM's"):
         m.generate([0], sampler="ddpm", num_steps=2, eta=0.5)
+    with pytest.raises(ValueError, match=r"'seed' must be an integer in \[0, 2\*\*63\)"):
+        m.generate([0], num_steps=2, seed=2 ** 64)
+    with pytest.raises(ValueError, match=r"'seed' must be an integer"):
+        m.fit(torch.zeros(2, 16), [0, 1], steps=1, seed=-1)
     m.generate([0], sampler="ddim", num_steps=2, eta=0.5)
 
 

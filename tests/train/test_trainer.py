@@ -212,3 +212,87 @@ def test_bad_arguments_are_refused_by_name(kw, match):
     with pytest.raises(ValueError, match=match):
         Trainer(model, torch.optim.Adam(model.parameters()), generator=torch.Generator(),
                 **kw)
+
+
+def test_resume_refuses_another_optimiser_or_learning_rate(tmp_path):
+    """The optimiser's class and hyperparameters are part of the run: resuming with a new
+    learning rate kept the saved one silently, and SGD -> Adam failed with KeyError."""
+    ckpt = tmp_path / "run.pt"
+    model, x, y = _problem()
+    trainer, gen = _trainer(model, total=6, checkpoint=ckpt, checkpoint_every=3)
+    trainer.run(_mse_fn(model, x, y, gen))
+    model, x, y = _problem()
+    with pytest.raises(ValueError, match=r"different run \(trainer: .*'lr': 0\.05.*'lr': 0\.5"):
+        _trainer(model, total=6, lr=0.5, checkpoint=ckpt, checkpoint_every=3)[0].resume()
+    gen = torch.Generator().manual_seed(7)
+    sgd = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), total=6, generator=gen,
+                  checkpoint=ckpt, checkpoint_every=3)
+    with pytest.raises(ValueError, match=r"different run \(trainer: .*'Adam'.*'SGD'"):
+        sgd.resume()
+    again, _ = _trainer(model, total=6, checkpoint=ckpt, checkpoint_every=3)
+    assert again.resume()["iteration"] == 6                  # the same run still resumes
+
+
+def test_a_checkpoint_of_data_with_nan_resumes(tmp_path):
+    """NaN at missing entries made the fingerprint's sum NaN, which never equals itself:
+    every such checkpoint was refused, even a finished one."""
+    from torch_stgen.train import data_fingerprint
+    x = torch.randn(5, 4)
+    x[1, 2] = float("nan")
+    fp = data_fingerprint(x)
+    assert math.isfinite(fp[1]) and fp[1] == pytest.approx(float(x.nan_to_num().sum()))
+    ckpt = tmp_path / "run.pt"
+    model, xs, y = _problem()
+    trainer, gen = _trainer(model, total=4, checkpoint=ckpt, checkpoint_every=2,
+                            fingerprint={"x": fp, "spread": float("nan")})
+    trainer.run(_mse_fn(model, xs, y, gen))
+    model, xs, y = _problem()
+    again, _ = _trainer(model, total=4, checkpoint=ckpt, checkpoint_every=2,
+                        fingerprint={"x": data_fingerprint(x.clone()), "spread": float("nan")})
+    assert again.resume()["iteration"] == 4
+    other = x.clone()
+    other[1, 2] = 0.0                                   # same sum, different data
+    model, xs, y = _problem()
+    with pytest.raises(ValueError, match="different run"):
+        _trainer(model, total=4, checkpoint=ckpt, checkpoint_every=2,
+                 fingerprint={"x": data_fingerprint(other), "spread": float("nan")})[0].resume()
+
+
+def test_bad_fingerprints_generators_and_losses_are_named(tmp_path):
+    np = pytest.importorskip("numpy")
+    model, x, y = _problem()
+    with pytest.raises(TypeError, match=r"'fingerprint' entry 'w' must be plain data .*"
+                                        r"data_fingerprint"):
+        _trainer(model, fingerprint={"w": torch.ones(3)}, checkpoint=tmp_path / "a.pt")
+    # numpy scalars are stored as numbers (they made the file unreadable with weights_only)
+    ckpt = tmp_path / "b.pt"
+    trainer, gen = _trainer(model, total=2, checkpoint=ckpt, fingerprint={"n": np.int64(3)})
+    trainer.run(_mse_fn(model, x, y, gen))
+    assert _trainer(model, total=2, checkpoint=ckpt,
+                    fingerprint={"n": 3})[0].resume()["iteration"] == 2
+    opt = torch.optim.Adam(model.parameters())
+    with pytest.raises(TypeError, match="'generator' must be a torch.Generator"):
+        Trainer(model, opt, total=2, generator=None)
+    for bad, err, msg in ((1.0, TypeError, "loss 'loss' at iteration 0 is a float"),
+                          ({}, TypeError, "empty dict"),
+                          (lambda: model(x).sum(0).repeat(2), ValueError, "must be a scalar"),
+                          (lambda: torch.tensor(1.0), ValueError, "none depends")):
+        trainer, _ = _trainer(model, total=2)
+        with pytest.raises(err, match=msg):
+            trainer.run(lambda it: bad() if callable(bad) else bad)
+
+
+def test_ema_refuses_a_state_of_other_shapes_or_decay():
+    model, _, _ = _problem()
+    ema = EMA(model, decay=0.9)
+    state = ema.state_dict()
+    name = next(iter(state["shadow"]))
+    bad = dict(state, shadow=dict(state["shadow"], **{name: state["shadow"][name][:1]}))
+    with pytest.raises(ValueError, match=rf"parameter shapes \({name}: \(1, 3\) for \(8, 3\)"):
+        ema.load_state_dict(bad)
+    with pytest.raises(ValueError, match=r"'decay' must lie in \[0, 1\) \(got 1.5\)"):
+        ema.load_state_dict(dict(state, decay=1.5))
+    other = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    with pytest.raises(ValueError, match="does not match the EMA's parameter shapes"):
+        ema.copy_to(other)
+    ema.load_state_dict(state)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._checks import check_int
 from .patterns import SparsePattern
 from .series import GraphSeries, GridSeries
 
@@ -276,9 +277,15 @@ class WindowDataset(Dataset):
     ``y`` are then scaled (missing entries stay 0). Pass the same fitted scaler to the
     validation/test datasets.
 
+    Length: a window covers :math:`\max(L, L + \delta + H)` steps; a series shorter than
+    that raises ``ValueError`` (no window could fit in any split). A ``split`` may still be
+    empty (e.g. ``ratios=(3, 0, 1)`` has no validation range, or a split is shorter than
+    a target, :math:`\max(H, -\delta)` steps): its dataset then has no windows.
+
     Args:
         series (GridSeries or GraphSeries): the data.
-        history (int): :math:`L \ge 1`.
+        history (int): :math:`L \ge 1`. Integer arguments accept any integer type
+            (``numpy.int64`` too); floats such as ``4.0`` are refused.
         horizon (int, optional): :math:`H \ge 1`. (default: ``1``)
         delay (int, optional): :math:`\delta \ge -L`. (default: ``0``)
         split (str, optional): ``'train'``, ``'val'``, ``'test'`` or ``None`` (all windows).
@@ -313,13 +320,16 @@ class WindowDataset(Dataset):
                  holidays=None, time_encoding: str = "cyclic"):
         values, obs = _node_view(series)
         T, N, F = values.shape
-        for name, v, lo in (("history", history, 1), ("horizon", horizon, 1),
-                            ("stride", stride, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"'{name}' must be an integer >= {lo} (got {v!r})")
-        if not isinstance(delay, int) or delay < -history:
-            raise ValueError(f"'delay' must be an integer >= -history = {-history} "
-                             f"(got {delay!r})")
+
+        history = check_int("history", history, 1, "")
+        horizon = check_int("horizon", horizon, 1, "")
+        stride = check_int("stride", stride, 1, "")
+        delay = check_int("delay", delay, -history, "-history = ")
+        span = max(history, history + delay + horizon)          # steps covered from s
+        if span > T:
+            raise ValueError(f"a window (history={history}, delay={delay}, "
+                             f"horizon={horizon}) spans {span} steps, more than the series' "
+                             f"T={T}: no window fits; shorten 'history' / 'horizon'")
         if split is not None and split not in _SPLITS:
             raise ValueError(f"'split' must be one of {_SPLITS} or None (got {split!r})")
         if eval_on not in ("all", "missing"):
@@ -354,7 +364,6 @@ class WindowDataset(Dataset):
 
         lo, hi = (0, T) if split is None else (self.ranges[split].start,
                                                self.ranges[split].stop)
-        span = max(history, history + delay + horizon)          # steps covered from s
         first = max(0, lo - history - delay)
         starts = [s for s in range(first, T, stride)
                   if s + history + delay >= lo and s + span <= hi]

@@ -15,6 +15,9 @@ semantics the KG is built from distances") and :func:`kg_from_grid`.
 """
 import hashlib
 import json
+import math
+import numbers
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -22,6 +25,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import Tensor
+
+from .patterns import _positive_int
 
 __all__ = ["UrbanKG", "UrbanRegions", "read_nyc_urban_kg", "kg_from_sensor_graph",
            "kg_from_grid"]
@@ -60,7 +65,8 @@ class UrbanKG:
     Args:
         entities (list of str): entity names, unique; an entity's id is its position.
         relations (list of str): relation names, unique.
-        triples (LongTensor): ``[M, 3]`` ids ``(head, relation, tail)``.
+        triples (LongTensor): ``[M, 3]`` integer ids ``(head, relation, tail)``; floating
+            (or boolean) ids are refused with a ``ValueError``, never truncated.
         node2entity (LongTensor, optional): ``[N]`` entity id of each spatio-temporal node.
         name (str, optional): a short identifier. (default: ``"kg"``)
 
@@ -75,9 +81,18 @@ class UrbanKG:
         self.relations: List[str] = _unique_names(relations, "relations")
         self.entity2id: Dict[str, int] = {e: i for i, e in enumerate(self.entities)}
         self.relation2id: Dict[str, int] = {r: i for i, r in enumerate(self.relations)}
-        trip = torch.as_tensor(triples, dtype=torch.long)
-        if trip.numel() == 0:
-            trip = trip.reshape(0, 3)
+        try:
+            trip = torch.as_tensor(triples)
+        except (TypeError, ValueError, RuntimeError):
+            trip = None
+        if trip is not None and trip.numel() == 0:      # [] is float32 to torch: no triples
+            trip = trip.long().reshape(0, 3)
+        if trip is None or trip.is_floating_point() or trip.is_complex() \
+                or trip.dtype == torch.bool:
+            got = type(triples).__name__ if trip is None else trip.dtype
+            raise ValueError(f"'triples' must hold integer ids (head, relation, tail); "
+                             f"a float id would be truncated (got {got})")
+        trip = trip.long()
         if trip.dim() != 2 or trip.shape[1] != 3:
             raise ValueError(f"'triples' must have shape [M, 3] (head, relation, tail) "
                              f"(got {tuple(trip.shape)})")
@@ -258,7 +273,7 @@ class UrbanKG:
         r2i = {r: i for i, r in enumerate(rels)}
         ids = []
         for k, trip in enumerate(triples):
-            if isinstance(trip, str) or len(trip) != 3:
+            if isinstance(trip, str) or not hasattr(trip, "__len__") or len(trip) != 3:
                 raise ValueError(f"'triples'[{k}] must be a (head, relation, tail) triple "
                                  f"(got {trip!r})")
             h, r, t = (str(v) for v in trip)
@@ -437,6 +452,24 @@ def _fmt_km(v: float) -> str:
     return f"{v:g}"
 
 
+def _bin_edges(bins) -> List[float]:
+    """``bins`` as a list of finite, positive, strictly increasing floats (or ValueError)."""
+    msg = (f"'bins' must be a sequence of finite, positive, increasing upper edges in km "
+           f"(got {bins!r})")
+    if isinstance(bins, (Tensor, np.ndarray)):
+        bins = bins.tolist()
+    if isinstance(bins, (str, bytes)) or not isinstance(bins, Iterable):
+        raise ValueError(msg)
+    bins = list(bins)
+    if not bins or any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in bins):
+        raise ValueError(msg)
+    edges = [float(b) for b in bins]
+    if not all(math.isfinite(b) for b in edges) or edges[0] <= 0 \
+            or any(b >= c for b, c in zip(edges, edges[1:])):
+        raise ValueError(msg)
+    return edges
+
+
 def kg_from_sensor_graph(lat, lon, adj=None, bins: Sequence[float] = (1.0, 2.0, 5.0),
                          sensor_ids: Optional[Sequence[str]] = None,
                          adj_threshold: float = 0.0, name: str = "sensor_kg") -> UrbanKG:
@@ -455,10 +488,13 @@ def kg_from_sensor_graph(lat, lon, adj=None, bins: Sequence[float] = (1.0, 2.0, 
     Args:
         lat, lon: ``[N]`` sensor coordinates in degrees.
         adj (optional): ``[N, N]`` road adjacency / weights.
-        bins (sequence of float, optional): increasing upper bin edges in km.
+        bins (sequence of float, optional): upper bin edges in km: a non-empty sequence
+            (list, tuple, 1-D tensor or array) of finite, positive, strictly increasing
+            numbers; anything else (NaN, inf, a str, a scalar) raises ``ValueError``.
             (default: ``(1.0, 2.0, 5.0)``)
         sensor_ids (sequence of str, optional): entity names. (default: ``sensor_<i>``)
-        adj_threshold (float, optional): weights above it are road links. (default: ``0``)
+        adj_threshold (float, optional): weights above it are road links; must be a
+            finite number (NaN would silently drop every road). (default: ``0``)
         name (str, optional): KG name.
 
     Shapes:
@@ -473,9 +509,11 @@ def kg_from_sensor_graph(lat, lon, adj=None, bins: Sequence[float] = (1.0, 2.0, 
         raise ValueError("'lat' and 'lon' must be finite")
     if np.abs(lat).max(initial=0) > 90 or np.abs(lon).max(initial=0) > 180:
         raise ValueError("'lat' must lie in [-90, 90] and 'lon' in [-180, 180] (degrees)")
-    edges = [float(b) for b in bins]
-    if not edges or edges[0] <= 0 or any(b >= c for b, c in zip(edges, edges[1:])):
-        raise ValueError(f"'bins' must be increasing positive upper edges in km (got {bins})")
+    edges = _bin_edges(bins)
+    if isinstance(adj_threshold, bool) or not isinstance(adj_threshold, numbers.Real) \
+            or not math.isfinite(adj_threshold):
+        raise ValueError(f"'adj_threshold' must be a finite number (got {adj_threshold!r})")
+    adj_threshold = float(adj_threshold)
     names = ([f"sensor_{i}" for i in range(n)] if sensor_ids is None
              else _unique_names(sensor_ids, "sensor_ids"))
     if len(names) != n:
@@ -503,9 +541,7 @@ def kg_from_sensor_graph(lat, lon, adj=None, bins: Sequence[float] = (1.0, 2.0, 
 def _grid_parts(height: int, width: int, regions=None, pois=None, poi_categories=None,
                 connectivity: int = 4):
     """Entity names and string triples of a grid KG (shared with the synthetic city)."""
-    if int(height) != height or int(width) != width or height < 1 or width < 1:
-        raise ValueError(f"'height' and 'width' must be positive integers "
-                         f"(got {height}, {width})")
+    height, width = _positive_int("height", height), _positive_int("width", width)
     if connectivity not in (4, 8):
         raise ValueError(f"'connectivity' must be 4 or 8 (got {connectivity})")
     cells = [f"cell_{i}_{j}" for i in range(height) for j in range(width)]
@@ -533,6 +569,8 @@ def _grid_parts(height: int, width: int, regions=None, pois=None, poi_categories
             triples.append((cells[idx], "in_region", f"region_{int(r)}"))
     if pois is not None:
         loc = np.asarray(torch.as_tensor(pois))
+        if loc.size == 0 and loc.ndim <= 2:         # [] is float32 to torch: no POIs
+            loc = loc.astype(np.int64).reshape(0, *loc.shape[1:])
         if loc.dtype.kind not in "iu":
             raise ValueError(f"'pois' must be integer cell indices [P] or (row, col) [P, 2] "
                              f"(got dtype {loc.dtype})")
@@ -555,7 +593,12 @@ def _grid_parts(height: int, width: int, regions=None, pois=None, poi_categories
             if len(cats) != len(poi_names):
                 raise ValueError(f"'poi_categories' must have P={len(poi_names)} entries "
                                  f"(got {len(cats)})")
-            cat_names = [c if isinstance(c, str) else f"category_{int(c)}" for c in cats]
+            try:
+                cat_names = [c if isinstance(c, str) else f"category_{operator.index(c)}"
+                             for c in cats]
+            except TypeError:
+                raise ValueError(f"'poi_categories' must be integer ids or names (got "
+                                 f"{cats[:5]!r}); a float id would be truncated") from None
             for c in dict.fromkeys(cat_names):
                 entities.append(c)
             for p, c in enumerate(cat_names):
@@ -580,13 +623,17 @@ def kg_from_grid(height: int, width: int, regions=None, pois=None, poi_categorie
     * with ``poi_categories`` (``[P]`` integer ids -> ``category_<c>``, or names):
       category entities and ``(poi, "has_category", category)``.
 
-    ``node2entity`` is set to the cells, so node ``i*W + j`` is ``cell_<i>_<j>``.
+    A relation is declared whenever its argument is given, even when it yields no triple
+    (``pois=[]``: no POI, but ``"located_in"`` exists), so relation ids do not depend on
+    the data. ``node2entity`` is set to the cells, so node ``i*W + j`` is ``cell_<i>_<j>``.
 
     Args:
-        height, width (int): grid size.
+        height, width (int): grid size, positive integers (Python or NumPy); a float such
+            as ``2.0`` raises ``ValueError``.
         regions (optional): ``[H, W]`` integer region label of every cell.
-        pois (optional): ``[P]`` or ``[P, 2]`` POI locations.
-        poi_categories (optional): ``[P]`` category of each POI.
+        pois (optional): ``[P]`` or ``[P, 2]`` integer POI locations (``P = 0`` allowed).
+        poi_categories (optional): ``[P]`` category of each POI (integer ids or names;
+            float ids raise ``ValueError``).
         connectivity (int, optional): 4 or 8. (default: ``4``)
         name (str, optional): KG name.
     """

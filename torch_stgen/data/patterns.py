@@ -12,11 +12,12 @@ missing, by default the lower-right quarter, 25%). The observed mask :math:`C` i
 
 with :math:`\mathcal{M}^t = \mathcal{M}` for every :math:`t` in the ``fixed`` pattern.
 """
-import operator
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from .._checks import check_int
 
 __all__ = ["SparsePattern"]
 
@@ -26,15 +27,7 @@ _KINDS = ("random", "fixed", "block")
 def _positive_int(name: str, value) -> int:
     """``value`` as a Python int (any integer type, e.g. ``numpy.int64``), refused unless
     it is a positive integer."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"'{name}' must be a positive integer (got {value!r})") from None
-    if v < 1:
-        raise ValueError(f"'{name}' must be a positive integer (got {value!r})")
-    return v
+    return check_int(name, value, 1)
 
 
 class SparsePattern:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._checks import check_binary_mask, check_seed
 from ..data.grid import coarsen, mass_project
 from ..data.patterns import SparsePattern
 from ..data.scalers import StandardScaler
@@ -518,6 +519,12 @@ def _calendar_inputs(time: Optional[Tensor], ext: Optional[Tensor], T: int,
     features ``[T, 5 * use_time + F]`` (cyclic hour / weekday, holiday, covariates), all
     on the CPU (DiffRecon prepares its series there and moves batches to its device)."""
     parts = []
+    if time is not None and not use_time:
+        raise ValueError("'time' was given but the model was built with use_time=False "
+                         "(it would be ignored)")
+    if ext is not None and not ext_features:
+        raise ValueError("'ext' was given but the model was built with ext_features=0 "
+                         "(it would be ignored)")
     if use_time:
         if time is None or time.dim() != 2 or tuple(time.shape) != (T, 3):
             got = None if time is None else tuple(time.shape)
@@ -1124,12 +1131,21 @@ class DiffRecon(nn.Module):
         if T < need + 1:
             raise ValueError(f"'fine' has T={T} steps; training needs more than "
                              f"max(history_c, history_f)={need}")
+        if isinstance(patterns, (str, SparsePattern)):     # one pattern, not its letters
+            patterns = [patterns]
         pats = [SparsePattern.parse(p) for p in patterns]
         if not pats:
             raise ValueError("'patterns' must not be empty")
         for name, value in (("pretrain_steps", pretrain_steps), ("joint_steps", joint_steps)):
             if isinstance(value, bool) or int(value) != value or value < 0:
                 raise ValueError(f"'{name}' must be a non-negative integer (got {value!r})")
+        for name, value in (("joint_sampling_steps", joint_sampling_steps),
+                            ("joint_refresh", joint_refresh)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"'{name}' must be a positive integer (got {value!r})")
+        if not pretrain and not joint:
+            raise ValueError("'pretrain' and 'joint' are both False: nothing would be trained")
+        check_seed(seed)
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"'batch_size' must be a positive integer (got {batch_size!r})")
         if joint_series is not None and (isinstance(joint_series, bool) or
@@ -1339,7 +1355,7 @@ class DiffRecon(nn.Module):
 
     # -------------------------------------------------------------- inference
     def _prepare_series(self, coarse, mask, history, time, ext, num_samples, reduce,
-                        batch_size, step_inputs):
+                        batch_size, step_inputs, steps, seed):
         """Check an inference series and prepare it on the CPU: ``(zc_obs, mf, time, ext,
         step_feats)`` with ``zc_obs`` the standardised, zero-at-missing coarse maps and
         ``mf`` the float mask ``[T, C, I, J]``; sets the per-step inputs."""
@@ -1364,6 +1380,10 @@ class DiffRecon(nn.Module):
             raise ValueError(f"'reduce' must be 'mean' or 'median' (got {reduce!r})")
         if int(batch_size) < 1:
             raise ValueError(f"'batch_size' must be positive (got {batch_size})")
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f"'steps' must be a positive integer (got {steps!r})")
+        check_seed(seed)
+        check_binary_mask("mask", mask)
         # the series is prepared on the CPU; each batch moves to the model's device
         coarse, mask = coarse.cpu(), mask.cpu()
         time, ext, step_feats = _calendar_inputs(time, ext, T, self.use_time,
@@ -1412,7 +1432,8 @@ class DiffRecon(nn.Module):
             standard deviation over the samples.
         """
         zc_obs, mf, time, ext, step_feats = self._prepare_series(
-            coarse, mask, history, time, ext, num_samples, reduce, batch_size, step_inputs)
+            coarse, mask, history, time, ext, num_samples, reduce, batch_size, step_inputs,
+            steps, seed)
         T, C, I, J = zc_obs.shape
         gen = torch.Generator().manual_seed(int(seed))
         xc_T = torch.randn((int(num_samples), T, C, I, J), generator=gen)
@@ -1481,7 +1502,9 @@ class DiffRecon(nn.Module):
             steps (int, optional): reverse steps. (default: ``20``)
             batch_size (int, optional): conditions per network call (times ``S`` maps).
                 (default: ``256``)
-            reduce (str, optional): point estimate ``"mean"`` or ``"median"``.
+            reduce (str, optional): point estimate ``"mean"`` or ``"median"``
+                (``torch.median``: for an even ``S`` the lower of the two middle samples,
+                not their average; use an odd ``S`` for the usual median).
                 (default: ``"mean"``)
             mass_consistent (bool or str, optional): ``False``, ``True`` /
                 ``"additive"`` or ``"proportional"``; see above. (default: ``False``)
@@ -1493,7 +1516,8 @@ class DiffRecon(nn.Module):
             :class:`Reconstruction` with ``fine`` ``[T - history, C, NI, NJ]``.
         """
         zc_obs, mf, time, ext, step_feats = self._prepare_series(
-            coarse, mask, history, time, ext, num_samples, reduce, batch_size, step_inputs)
+            coarse, mask, history, time, ext, num_samples, reduce, batch_size, step_inputs,
+            steps, seed)
         modes = {False: None, True: "additive", "additive": "additive",
                  "proportional": "proportional"}
         if not isinstance(mass_consistent, (bool, str)) or mass_consistent not in modes:

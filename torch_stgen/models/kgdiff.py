@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_binary_mask
+from .._checks import check_binary_mask, check_seed
 from ..data.datasets import node_index
 from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDiffusion
 from ..nn.conditioners import Conditioner, ConditionerStack, check_inputs
@@ -660,6 +660,7 @@ class KGDiff(nn.Module):
         if int(steps) != steps or steps < 1 or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"'steps' and 'batch_size' must be positive integers "
                              f"(got {steps}, {batch_size})")
+        check_seed(seed)
         inputs = self._inputs(inputs, (x.shape[0],), "S")
         obs = torch.ones_like(x) if mask is None else mask.to(x.dtype)
         if not bool(self.scaler_set):
@@ -782,7 +783,8 @@ class KGDiff(nn.Module):
         if not bool(self.scaler_set):
             raise RuntimeError("the model has no scaler: call fit or set_scaler first")
         if generator is None:
-            generator = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
+            generator = torch.Generator(device="cpu").manual_seed(
+                0 if seed is None else check_seed(seed))
         ent = self._entities(nodes, mask_ok=True)
         n, S = ent.numel(), int(num_samples)
         inputs = self._inputs(inputs, (S, n), "num_samples, n")

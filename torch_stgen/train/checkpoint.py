@@ -31,10 +31,12 @@ own entries back. The number of ranks is part of the fingerprint, and a
 fingerprints differ, e.g. when each rank was passed its own part of the data.
 """
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Callable, Dict, Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -59,7 +61,41 @@ def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:
     flat = x.detach().cpu().contiguous().reshape(-1)
     digest = hashlib.sha1(str(x.dtype).encode())
     digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return [list(x.shape), float(flat.double().sum()), digest.hexdigest()[:16]]
+    total = float(flat.double().sum())
+    if math.isnan(total):   # NaN at missing entries (KGDiff accepts them): a readable sum
+        total = float(flat.double().nansum())   # of the rest; the hash covers the NaNs
+    return [list(x.shape), total, digest.hexdigest()[:16]]
+
+
+def _plain(value, where: str):
+    """``value`` as plain Python data (numpy scalars become numbers), refused with a
+    ``TypeError`` naming ``where`` when it holds anything a checkpoint cannot reload with
+    ``weights_only=True`` or compare (e.g. a tensor: fingerprint it with
+    :func:`data_fingerprint`)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic) and value.ndim == 0 and value.dtype.kind in "biuf":
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    hint = " (use data_fingerprint(tensor))" if isinstance(value, Tensor) else ""
+    raise TypeError(f"'fingerprint' entry {where} must be plain data (None, bool, int, "
+                    f"float, str, or lists / tuples / dicts of them){hint}; got "
+                    f"{type(value).__name__}")
+
+
+def _same(a, b) -> bool:
+    """Equality of fingerprint values in which NaN equals NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same(x, y) for x, y in zip(a, b)))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
 
 
 def architecture_fingerprint(module: nn.Module) -> str:
@@ -115,7 +151,7 @@ class Checkpointer:
             raise ValueError(f"'checkpoint_every' must be a positive integer (got {every!r})")
         self.path = None if path is None else Path(path)
         self.every = int(every)
-        self.fingerprint = dict(fingerprint or {})
+        self.fingerprint = {k: _plain(v, repr(k)) for k, v in (fingerprint or {}).items()}
         self.resume = bool(resume)
         self.start = 0          # the iteration this run starts from (set by :meth:`load`)
         if get_world_size() > 1:
@@ -125,7 +161,8 @@ class Checkpointer:
             mine = dict(self.fingerprint, checkpoint=None if path is None else str(path),
                         checkpoint_every=self.every, resume=self.resume)
             seen = all_gather_objects(mine)
-            diff = sorted(k for k in mine if any(other.get(k) != mine[k] for other in seen))
+            diff = sorted(k for k in mine if any(not _same(other.get(k), mine[k])
+                                                 for other in seen))
             if diff:
                 detail = "; ".join(f"{k}: {[other.get(k) for other in seen]!r}" for k in diff)
                 raise ValueError(f"data-parallel ranks were given different runs ({detail}, "
@@ -173,7 +210,7 @@ class Checkpointer:
                              f"training checkpoint")
         saved = state["fingerprint"]
         diff = sorted(k for k in set(saved) | set(self.fingerprint)
-                      if saved.get(k) != self.fingerprint.get(k))
+                      if not _same(saved.get(k), self.fingerprint.get(k)))
         if diff:
             detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {self.fingerprint.get(k)!r}"
                                for k in diff)

@@ -17,6 +17,20 @@ from torch import Tensor, nn
 __all__ = ["EMA"]
 
 
+def _check_shadow(shadow: Dict[str, Tensor], other: Dict[str, Tensor], what: str) -> None:
+    """``other`` must hold a tensor of the same shape for every averaged parameter (a
+    ``copy_`` would broadcast a ``[1, d]`` tensor into ``[n, d]`` silently)."""
+    differ = sorted(set(shadow) ^ set(other))
+    if differ:
+        raise ValueError(f"{what} does not match the EMA's parameters (differing names: "
+                         f"{differ[:5]})")
+    shapes = [f"{k}: {tuple(other[k].shape)} for {tuple(v.shape)}"
+              for k, v in shadow.items() if tuple(other[k].shape) != tuple(v.shape)]
+    if shapes:
+        raise ValueError(f"{what} does not match the EMA's parameter shapes "
+                         f"({'; '.join(shapes[:5])})")
+
+
 class EMA:
     r"""Shadow copy of ``module``'s trainable parameters, updated after each optimiser step.
 
@@ -65,6 +79,8 @@ class EMA:
         """Write the averaged parameters into ``module`` (default: the tracked one)."""
         module = self._module if module is None else module
         params = dict(module.named_parameters())
+        _check_shadow(self.shadow, {k: params[k] for k in self.shadow if k in params},
+                      "the module's parameters")
         for name, avg in self.shadow.items():
             params[name].copy_(avg)
 
@@ -76,10 +92,10 @@ class EMA:
     def load_state_dict(self, state: Dict[str, object]) -> None:
         """Restore :meth:`state_dict` (e.g. from a training checkpoint); the shadow
         tensors keep their device."""
-        missing = set(self.shadow) ^ set(state["shadow"])
-        if missing:
-            raise ValueError(f"EMA state does not match the tracked parameters "
-                             f"(differing names: {sorted(missing)})")
+        _check_shadow(self.shadow, state["shadow"], "the EMA state")
+        if not 0.0 <= float(state["decay"]) < 1.0:
+            raise ValueError(f"the EMA state's 'decay' must lie in [0, 1) "
+                             f"(got {state['decay']!r})")
         self.decay, self.warmup = float(state["decay"]), bool(state["warmup"])
         self.num_updates = int(state["num_updates"])
         for name, avg in self.shadow.items():

@@ -42,6 +42,43 @@ __all__ = ["Trainer"]
 Losses = Union[Tensor, Dict[str, Tensor]]
 
 
+def _optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> list:
+    """The optimiser's class and each parameter group's hyperparameters (learning rate,
+    betas, weight decay, ...) as the run starts: resuming with another optimiser or
+    other hyperparameters is refused by name (``load_state_dict`` would otherwise keep
+    the saved learning rate silently, or fail on a missing key)."""
+    def plain(v):
+        if isinstance(v, Tensor) and v.numel() == 1:
+            v = v.item()
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return repr(v)
+    groups = [{k: plain(v) for k, v in sorted(g.items()) if k != "params"}
+              for g in optimizer.param_groups]
+    return [type(optimizer).__name__, groups]
+
+
+def _check_losses(out, it: int) -> Dict[str, Tensor]:
+    """``loss_fn``'s result as ``{name: scalar tensor}``, refused by name otherwise (no
+    host sync: only types, sizes and ``requires_grad`` are read)."""
+    losses = out if isinstance(out, dict) else {"loss": out}
+    if not losses:
+        raise TypeError(f"'loss_fn' returned an empty dict at iteration {it}")
+    for name, v in losses.items():
+        if not isinstance(v, Tensor):
+            raise TypeError(f"'loss_fn' must return a tensor or a dict of tensors; loss "
+                            f"{name!r} at iteration {it} is a {type(v).__name__}")
+        if v.numel() != 1:
+            raise ValueError(f"'loss_fn' loss {name!r} must be a scalar (got shape "
+                             f"{tuple(v.shape)} at iteration {it})")
+    if not any(v.requires_grad for v in losses.values()):   # a constant part is allowed
+        raise ValueError(f"'loss_fn' returned losses {sorted(losses)} of which none depends "
+                         f"on a trained parameter (requires_grad=False at iteration {it})")
+    return losses
+
+
 class Trainer:
     r"""One optimisation loop: checkpoints, data parallelism, clipping, schedule, EMA,
     history and progress around a user's loss.
@@ -132,6 +169,13 @@ class Trainer:
             raise ValueError(f"'grad_clip' must be None or >= 0 (got {grad_clip!r})")
         if isinstance(log_every, bool) or int(log_every) != log_every or log_every < 1:
             raise ValueError(f"'log_every' must be a positive integer (got {log_every!r})")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"'generator' must be a torch.Generator (the stream of the "
+                            f"loss's random draws, checkpointed with the run; got "
+                            f"{type(generator).__name__})")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"'optimizer' must be a torch.optim.Optimizer "
+                            f"(got {type(optimizer).__name__})")
         self.module = module
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -146,7 +190,8 @@ class Trainer:
         fingerprint = dict(fingerprint or {}, trainer={
             "total": self.total, "grad_clip": self.grad_clip,
             "clip_groups": len(self.clip_groups), "ema_decay": ema_decay,
-            "scheduler": None if scheduler is None else type(scheduler).__name__})
+            "scheduler": None if scheduler is None else type(scheduler).__name__,
+            "optimizer": _optimizer_fingerprint(optimizer)})
         self.checkpointer = Checkpointer(checkpoint, checkpoint_every,
                                          fingerprint=fingerprint, resume=resume)
         # under DDP: rank 0's weights go to every rank here, before the EMA copies them
@@ -248,7 +293,7 @@ class Trainer:
             if before_step is not None:
                 before_step(it)
             out = self.ddp_loss(lambda: loss_fn(it))
-            losses = out if isinstance(out, dict) else {"loss": out}
+            losses = _check_losses(out, it)
             self.optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             norms = [float(nn.utils.clip_grad_norm_(group, self.grad_clip))
