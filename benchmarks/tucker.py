@@ -17,6 +17,7 @@ because a shared machine slows the timings down.
 """
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -99,29 +100,97 @@ def table(rows):
     return "\n".join(lines)
 
 
-def main():
+def parse_run(spec: str):
+    """``dim:num_negs:lr:epochs`` -> ``(dim, num_negs, lr, epochs)``; ``ValueError`` with the
+    reason."""
+    parts = spec.split(":")
+    if len(parts) != 4:
+        raise ValueError("expected dim:num_negs:lr:epochs, e.g. 32:1:0.01:10")
+    try:
+        dim, negs, epochs = int(parts[0]), int(parts[1]), int(parts[3])
+        lr = float(parts[2])
+    except ValueError:
+        raise ValueError("dim, num_negs and epochs must be integers and lr a number "
+                         "(dim:num_negs:lr:epochs)") from None
+    if dim < 1 or negs < 1 or epochs < 0:
+        raise ValueError("dim and num_negs must be >= 1 and epochs >= 0")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError("lr must be a positive finite number")
+    return dim, negs, lr, epochs
+
+
+def parse_args(argv=None):
+    """The arguments, all checked before anything is computed or written."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kg", type=Path, default=DEFAULT_KG)
     p.add_argument("--runs", nargs="+", default=["32:1:0.01:10", "64:4:0.01:8", "128:1:0.01:2"],
                    help="dim:num_negs:lr:epochs, one per run")
-    p.add_argument("--test-fraction", type=float, default=0.02)
+    p.add_argument("--test-fraction", type=float, default=0.02,
+                   help="share of the triples held out, in (0, 1) (default: %(default)s)")
     p.add_argument("--eval-subset", type=int, default=500,
                    help="held-out triples scored after every epoch")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (1 avoids OpenMP barrier stalls on a busy CPU)")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "tucker")
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, default=HERE / "results" / "tucker",
+                   help="results prefix: writes <out>.json and <out>.md "
+                        "(default: benchmarks/results/tucker)")
+    args = p.parse_args(argv)
+    specs = []
+    for spec in args.runs:
+        try:
+            specs.append(parse_run(spec))
+        except ValueError as err:
+            p.error(f"--runs {spec!r}: {err}")
+    args.specs = specs
+    if not (0.0 < args.test_fraction < 1.0):  # a negative one held out perm[:-k]
+        p.error(f"--test-fraction must be in (0, 1) (got {args.test_fraction})")
+    if args.eval_subset < 1:
+        p.error(f"--eval-subset must be a positive integer (got {args.eval_subset})")
+    if args.batch_size < 2:
+        p.error(f"--batch-size must be >= 2, TuckER's batch norm cannot train on batches of "
+                f"one (got {args.batch_size})")
+    if not 0 <= args.seed < 2 ** 32:
+        p.error(f"--seed must be in [0, 2**32) (got {args.seed})")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be a positive integer (got {args.threads})")
+    if not args.kg.is_file():
+        p.error(f"--kg {args.kg}: no such file")
+    for path in (args.out.with_suffix(".json"), args.out.with_suffix(".md")):
+        if path.is_dir():
+            p.error(f"--out {args.out}: {path} is a directory")
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        p.error(f"--out {args.out}: cannot create the folder {args.out.parent} "
+                f"({err.strerror})")
+    if not os.access(args.out.parent, os.W_OK):
+        p.error(f"--out {args.out}: the folder {args.out.parent} is not writable")
+    return p, args
 
+
+def main(argv=None):
+    p, args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     triples, n_e, n_r, how = load_kg(args.kg)
+    if triples.size(0) < 2:
+        p.error(f"--kg {args.kg}: {triples.size(0)} triple(s); a train / held-out split "
+                f"needs at least 2")
     train, test, moved = split(triples, args.test_fraction, args.seed)
+    if test.size(0) == 0:
+        p.error(f"--test-fraction {args.test_fraction} holds out no triple of "
+                f"{triples.size(0)} (after moving back those with unseen entities); "
+                f"raise it")
+    if train.size(0) < 2 and any(spec[3] > 0 for spec in args.specs):
+        p.error(f"--kg {args.kg}: {train.size(0)} training triple(s) after the split; TuckER "
+                f"training needs at least 2 (lower --test-fraction or use a larger KG)")
     print(f"KG {args.kg} via {how}: {triples.size(0)} triples, {n_e} entities, {n_r} relations;"
           f" train {train.size(0)}, held-out {test.size(0)} ({moved} moved back to train)")
     random.seed(args.seed)
-    results = dict(command="python " + " ".join(sys.argv), kg=str(args.kg), loader=how,
+    cmd = sys.argv if argv is None else [str(Path(__file__).relative_to(HERE.parent)), *argv]
+    results = dict(command="python " + " ".join(cmd), kg=str(args.kg), loader=how,
                    num_triples=int(triples.size(0)), num_entities=n_e, num_relations=n_r,
                    num_train=int(train.size(0)), num_test=int(test.size(0)),
                    torch=torch.__version__, threads=torch.get_num_threads(),
@@ -155,9 +224,7 @@ def main():
     print(f"random model: MRR {m['mrr']:.5f}  H@10 {m['hits@10']:.5f}  (uniform {uniform:.5f})")
     save()
 
-    for spec in args.runs:
-        dim, negs, lr, epochs = spec.split(":")
-        dim, negs, lr, epochs = int(dim), int(negs), float(lr), int(epochs)
+    for dim, negs, lr, epochs in args.specs:
         print(f"== d={dim} negs={negs} lr={lr} epochs={epochs}", flush=True)
         log = []
         load_before = os.getloadavg()[0]
@@ -185,7 +252,8 @@ def main():
         save()
     print()
     print(table(results["runs"]))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

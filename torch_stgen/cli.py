@@ -22,6 +22,8 @@ from typing import List, Optional
 
 import torch
 
+from .experiments import prepare_output
+
 __all__ = ["main"]
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,42 @@ def _markdown_table(rows: List[dict], columns: List[str]) -> str:
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
+
+def _check_baseline_args(parser: argparse.ArgumentParser, args) -> None:
+    """Every ``baseline`` flag, before the city is built: positive sizes, a factor that
+    divides the grid, and every pattern of ``--patterns``, each also drawn once on the
+    coarse grid (a pattern it cannot take, e.g. a block hiding a 1 x 1 grid, is refused
+    here, not after the earlier patterns ran)."""
+    from .data import SparsePattern
+    for flag in ("height", "width", "days", "factor"):
+        value = getattr(args, flag)
+        if value < 1:
+            parser.error(f"--{flag} must be a positive integer (got {value})")
+    if args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer (got {args.seed})")
+    if args.height % args.factor or args.width % args.factor:
+        parser.error(f"--factor {args.factor} must divide --height {args.height} and "
+                     f"--width {args.width}")
+    specs = [spec.strip() for spec in args.patterns.split(",")]
+    if not any(specs):
+        parser.error("--patterns must name at least one pattern, e.g. 'fixed:0.4,block'")
+    h, w = args.height // args.factor, args.width // args.factor
+    for spec in specs:
+        try:
+            SparsePattern.parse(spec, seed=args.seed)(1, h, w)
+        except (TypeError, ValueError) as err:
+            reason = str(err).replace(f"'spec' {spec!r}: ", "")
+            parser.error(f"--patterns: {spec!r} is not a pattern on the {h}x{w} coarse grid "
+                         f"({reason})")
+
+
+def _check_output(parser: argparse.ArgumentParser, flag: str, path: Optional[str],
+                  folder: bool = False) -> None:
+    """:func:`~torch_stgen.experiments.prepare_output` as a ``parser.error``."""
+    try:
+        prepare_output(flag, path, folder=folder)
+    except ValueError as err:
+        parser.error(str(err))
 
 def run_baseline(args) -> List[dict]:
     """Baseline (a) on the synthetic city for every pattern of ``args.patterns``."""
@@ -55,7 +93,7 @@ def run_baseline(args) -> List[dict]:
 
     method = InterpolationUpsampling(args.factor).fit(fine[train])
     rows = []
-    for spec in args.patterns.split(","):
+    for spec in args.patterns.split(","):              # checked by _check_baseline_args
         pattern = SparsePattern.parse(spec.strip(), seed=args.seed)
         c_test, f_test = coarse[test], fine[test]
         T, C, h, w = c_test.shape
@@ -118,6 +156,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     for sp in (p, b):
         sp.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    sub_parser = p if args.command == "run" else b
+    if args.command == "baseline":
+        _check_baseline_args(b, args)
+    elif args.seed < 0:
+        p.error(f"--seed must be a non-negative integer (got {args.seed})")
+    _check_output(sub_parser, "--out", args.out)
+    if args.command == "run":
+        _check_output(p, "--plot-dir", args.plot_dir, folder=True)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     torch.manual_seed(args.seed)
 

@@ -182,3 +182,122 @@ def test_bad_inputs():
         link_prediction_mrr(emb, kg.triples[:, :2])
     with pytest.raises(TypeError, match="'model' must be TuckerEmbeddings"):
         link_prediction_mrr(emb.entity, kg.triples)
+
+
+def test_link_prediction_names_bad_relation_ids_and_subset_size():
+    kg, _ = clustered_kg()
+    emb = pretrain_tucker(kg, cache_dir=False, **{**FAST, "epochs": 0})
+    test = kg.triples[:5]
+    # a relation id past num_relations: an IndexError from the scorer before
+    with pytest.raises(ValueError, match=r"'test_triples' holds relation id 5 >= "
+                                         r"num_relations=2"):
+        link_prediction_mrr(emb, torch.tensor([[0, 5, 1]]))
+    # in the filter, key h * R + r collided with another query's key: silently wrong
+    with pytest.raises(ValueError, match=r"'known_triples' holds relation id 2 >= "
+                                         r"num_relations=2"):
+        link_prediction_mrr(emb, test, torch.tensor([[0, 2, 3]]))
+    # 0: a raw torch.cat error; -1: test[:-1], one triple silently dropped
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="'max_triples' must be a positive integer or "
+                                             "None"):
+            link_prediction_mrr(emb, test, max_triples=bad)
+    with pytest.raises(ValueError, match="'ks' must be positive integers"):
+        link_prediction_mrr(emb, test, ks=(0,))
+    assert link_prediction_mrr(emb, test, max_triples=5)["num_triples"] == 5
+
+
+def test_cache_dir_is_checked_before_training(tmp_path, monkeypatch):
+    """A cache_dir that is a file failed with a raw FileExistsError *after* training,
+    losing the embeddings; it is now refused before any training."""
+    from pykeen.training import SLCWATrainingLoop
+    kg, _ = clustered_kg()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained before checking cache_dir")
+
+    monkeypatch.setattr(SLCWATrainingLoop, "train", boom)
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    for bad in (a_file, a_file / "sub"):
+        with pytest.raises(ValueError, match="'cache_dir'.*not a (writable )?directory"):
+            pretrain_tucker(kg, cache_dir=bad, **FAST)
+    monkeypatch.undo()
+    # a cache folder that does not exist yet is created
+    emb = pretrain_tucker(kg, cache_dir=tmp_path / "new" / "cache", **FAST)
+    assert not emb.from_cache and len(list((tmp_path / "new" / "cache").glob("*.pt"))) == 1
+
+
+def test_failed_cache_write_keeps_the_trained_embeddings(tmp_path, monkeypatch, caplog):
+    import torch_stgen.kg.tucker as tucker
+    kg, _ = clustered_kg()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tucker.torch, "save", full_disk)
+    with caplog.at_level("WARNING", logger="torch_stgen.kg.tucker"):
+        emb = pretrain_tucker(kg, cache_dir=tmp_path, **FAST)
+    assert emb.entity.shape[1] == 8 and len(emb.losses) == 2
+    assert "could not write the TuckER cache" in caplog.text
+    assert list(tmp_path.iterdir()) == []                   # no half-written file left
+
+
+def test_seed_and_tiny_kgs_get_named_errors():
+    kg, n = clustered_kg()
+    for bad in (-1, 2 ** 32, 1.5, True):
+        with pytest.raises(ValueError, match=r"'seed' must be an integer in \[0, 2\*\*32\)"):
+            pretrain_tucker(kg, seed=bad, cache_dir=False, **FAST)
+    emb = pretrain_tucker(kg, seed=2 ** 32 - 1, cache_dir=False, **{**FAST, "epochs": 0})
+    assert emb.settings["seed"] == 2 ** 32 - 1
+    with pytest.raises(ValueError, match="'relation_dim'"):
+        pretrain_tucker(kg, relation_dim=True, cache_dir=False, **FAST)
+    # one triple: PyKEEN's "batch_size=1 ... BatchNorm" although batch_size was 8
+    one = UrbanKG(["a", "b"], ["r"], torch.tensor([[0, 0, 1]]))
+    with pytest.raises(ValueError, match=r"'kg' has 1 triple.*batch norm.*at least 2"):
+        pretrain_tucker(one, cache_dir=False, **{**FAST, "batch_size": 8})
+    with pytest.raises(ValueError, match=r"'batch_size' must be >= 2 to train"):
+        pretrain_tucker(kg, cache_dir=False, **{**FAST, "batch_size": 1})
+    # one entity: "random_ expects 'from' < 'to'" from the negative sampler
+    with pytest.raises(ValueError, match=r"1 entity.*at least 2 entities"):
+        pretrain_tucker(torch.tensor([[0, 0, 0]] * 4), num_entities=1, num_relations=1,
+                        cache_dir=False, **FAST)
+    # no entity at all (PyKEEN's "max() arg is an empty sequence")
+    with pytest.raises(ValueError, match="'kg' has no entities"):
+        pretrain_tucker(UrbanKG([], [], torch.zeros(0, 3, dtype=torch.long)),
+                        cache_dir=False, **{**FAST, "epochs": 0})
+    # the untrained (epochs=0) model of a one-triple KG stays available
+    assert pretrain_tucker(one, cache_dir=False, **{**FAST, "epochs": 0}).losses == []
+
+
+def test_cache_key_depends_on_the_device_type_only_off_the_cpu(tmp_path):
+    """Dropout masks come from the device's generator (CPU: Mersenne Twister, CUDA:
+    Philox) and reductions differ, so CUDA-trained embeddings are not the CPU ones: a
+    CUDA run gets its own cache entry. CPU keys are unchanged (old caches stay valid)."""
+    from torch_stgen.kg.tucker import _cache_key, _device_settings
+    assert _device_settings(torch.device("cpu")) == {}
+    cuda = _device_settings(torch.device("cuda", 1))
+    assert cuda["device"] == "cuda" and set(cuda) == {"device", "tf32"}
+    assert _device_settings(torch.device("cuda", 0)) == cuda   # the index does not matter
+    s = dict(dim=8, relation_dim=8, epochs=2, seed=0, batch_size=64, num_negs=2, lr=0.02,
+             loop="slcwa", pykeen_version="1")
+    assert _cache_key("fp", s) != _cache_key("fp", {**s, **cuda})
+    kg, _ = clustered_kg()
+    emb = pretrain_tucker(kg, cache_dir=tmp_path, **FAST)
+    assert "device" not in emb.settings
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'device' cuda: CUDA is not available"):
+            pretrain_tucker(kg, cache_dir=tmp_path, device="cuda", **FAST)
+    with pytest.raises(ValueError, match="'device' must be"):
+        pretrain_tucker(kg, cache_dir=tmp_path, device="gpu0", **FAST)
+
+
+def test_lcwa_batch_is_capped_at_its_head_relation_pairs():
+    """LCWA trains on distinct (head, relation) pairs; a batch capped at the triple count
+    alone left PyKEEN with no full batch (NoTrainingBatchError) when pairs repeat."""
+    t = torch.tensor([[0, 0, 1], [0, 0, 2], [1, 0, 2]])
+    emb = pretrain_tucker(t, num_entities=3, num_relations=1, loop="lcwa", cache_dir=False,
+                          **{**FAST, "batch_size": 8})
+    assert len(emb.losses) == 2
+    with pytest.raises(ValueError, match=r"single \(head, relation\) pair.*loop='slcwa'"):
+        pretrain_tucker(t[:2], num_entities=3, num_relations=1, loop="lcwa",
+                        cache_dir=False, **FAST)

@@ -2,6 +2,8 @@
 ``torch-stgen`` command line (importable, testable, no top-level side effects)."""
 
 import argparse
+import os
+from pathlib import Path
 
 import torch
 
@@ -68,3 +70,44 @@ def resolve_device(spec: str, tf32: bool = False) -> torch.device:
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)
     return dev
+
+
+def positive_int_arg(text: str) -> int:
+    """argparse ``type``: a positive integer (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text})")
+    return value
+
+
+def open_fraction_arg(text: str) -> float:
+    """argparse ``type``: a fraction strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1) (got {text})") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1) (got {text})")
+    return value
+
+
+def prepare_output(flag: str, path, folder: bool = False) -> None:
+    """Create the folder of an output file (or, with ``folder``, the folder itself) now,
+    before any computation, so that a missing or unwritable folder cannot lose a finished
+    run. Raises ``ValueError`` naming ``flag``."""
+    if not path:
+        return
+    path = Path(path)
+    target = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: cannot create the folder {target} "
+                         f"({err.strerror})") from None
+    if not os.access(target, os.W_OK):
+        raise ValueError(f"{flag} {path}: the folder {target} is not writable")

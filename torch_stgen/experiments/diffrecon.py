@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from . import (add_checkpoint_arguments, add_device_arguments, checkpoint_path,
-               resolve_device)
+               positive_int_arg, prepare_output, resolve_device)
 
 __all__ = ["build_parser", "run", "print_table", "format_table", "merge_rows", "run_demo",
            "METHODS", "ABLATIONS"]
@@ -72,7 +72,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="'synthetic', 'bikenyc' or a path to a grid .npz (default: %(default)s)")
     p.add_argument("--data-root", default=os.environ.get("TORCH_STGEN_DATA", "../shared/data"),
                    help="folder holding bikenyc/ (default: $TORCH_STGEN_DATA or %(default)s)")
-    p.add_argument("--factor", type=int, default=2, help="magnification N (default: 2)")
+    p.add_argument("--factor", type=positive_int_arg, default=2,
+                   help="magnification N, a positive integer dividing the fine grid "
+                        "(default: 2)")
     p.add_argument("--patterns", default=None,
                    help=f"comma-separated kind[:ratio] list (default: all nine, "
                         f"'{ALL_PATTERNS}'; with --quick 'random:0.4')")
@@ -185,6 +187,38 @@ def _defaults(args) -> None:
             setattr(args, name, quick if q else full)
     if args.patterns is None:
         args.patterns = "random:0.4" if q else ALL_PATTERNS
+
+
+def _parse_patterns(flag: str, text: str, seed: int) -> list:
+    """The ``SparsePattern`` list of a comma-separated ``--patterns`` style flag; a bad
+    entry raises a ``ValueError`` naming the flag."""
+    from ..data import SparsePattern
+    out = []
+    for spec in (s.strip() for s in str(text).split(",")):
+        if not spec:
+            continue
+        try:
+            out.append(SparsePattern.parse(spec, seed=seed))
+        except (TypeError, ValueError) as err:
+            reason = str(err).replace(f"'spec' {spec!r}: ", "")
+            raise ValueError(f"{flag}: {spec!r} is not a pattern ({reason})") from None
+    if not out:
+        raise ValueError(f"{flag} must name at least one pattern (got {text!r})")
+    return out
+
+
+def _check_args(args) -> None:
+    """Check the arguments of :func:`run` that argparse cannot (a ``Namespace`` built or
+    changed in code, patterns, output folders); ``ValueError`` naming the flag. Run by
+    :func:`run` before any data is loaded."""
+    factor = getattr(args, "factor", None)
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"--factor must be a positive integer (got {factor!r})")
+    _parse_patterns("--patterns", args.patterns, args.seed)
+    if getattr(args, "train_patterns", None):
+        _parse_patterns("--train-patterns", args.train_patterns, args.seed)
+    prepare_output("--out", getattr(args, "out", None))
+    prepare_output("--plot", getattr(args, "plot", None))
 
 
 # --------------------------------------------------------------------------- data
@@ -390,9 +424,10 @@ def _cond_vector(time_: Optional[torch.Tensor], ext: Optional[torch.Tensor]):
 def run(args) -> List[Dict]:
     """Run the benchmark described by ``args`` (from :func:`build_parser`); returns the
     JSON rows (also written to ``args.out`` when set)."""
-    from ..data import SparsePattern, chronological_split, coarsen
+    from ..data import chronological_split, coarsen
     from ..metrics import mae, rmse
     _defaults(args)
+    _check_args(args)
     args.device = str(resolve_device(getattr(args, "device", "cpu"),
                                      getattr(args, "tf32", False)))
     if args.threads:
@@ -402,10 +437,7 @@ def run(args) -> List[Dict]:
         if m not in METHODS:
             raise ValueError(f"--methods: unknown method {m!r}; choose from "
                              f"{', '.join(METHODS)}")
-    patterns = [SparsePattern.parse(s.strip(), seed=args.seed)
-                for s in args.patterns.split(",") if s.strip()]
-    if not patterns:
-        raise ValueError("--patterns must name at least one pattern")
+    patterns = _parse_patterns("--patterns", args.patterns, args.seed)
     name, fine, timestamps, holidays, ext = _load(args)
     fine = fine.float()
     T, C, H, W = fine.shape
@@ -433,8 +465,8 @@ def run(args) -> List[Dict]:
     if args.train_per_pattern:
         groups = [([p], [p]) for p in patterns]
     elif args.train_patterns:
-        groups = [(patterns, [SparsePattern.parse(s.strip(), seed=args.seed)
-                              for s in args.train_patterns.split(",") if s.strip()])]
+        groups = [(patterns, _parse_patterns("--train-patterns", args.train_patterns,
+                                             args.seed))]
     else:
         groups = [(patterns, patterns)]
     val_data = None

@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from . import (add_checkpoint_arguments, add_device_arguments, checkpoint_path,
-               resolve_device)
+               open_fraction_arg, positive_int_arg, prepare_output, resolve_device)
 
 __all__ = ["METHODS", "build_parser", "run", "print_table", "evaluate", "load_data",
            "run_demo", "delay_settings", "merge_rows", "build_kgdiff"]
@@ -108,8 +108,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="for a .npz dataset: KG triples file (head<TAB>relation<TAB>tail)")
     p.add_argument("--split", choices=("latitude",), default="latitude",
                    help="node split: 'latitude' = the southern --test-frac are test nodes")
-    p.add_argument("--test-frac", type=float, default=0.3)
-    p.add_argument("--val-frac", type=float, default=0.2,
+    p.add_argument("--test-frac", type=open_fraction_arg, default=0.3,
+                   help="fraction of the nodes held out as test nodes, in (0, 1) "
+                        "(default: %(default)s)")
+    p.add_argument("--val-frac", type=open_fraction_arg, default=0.2,
                    help="fraction of the *training* nodes (their southern band) used as "
                         "validation nodes to tune baselines (default: %(default)s)")
     p.add_argument("--eval-nodes", choices=("test", "val"), default="test",
@@ -170,8 +172,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--sampler", choices=("edm", "ddpm", "ddim"), default="edm")
     g.add_argument("--sampling-steps", type=int, default=None,
                    help="EDM N (2N-1 evaluations; default 10, 6 with --quick) or DDPM/DDIM steps")
-    g.add_argument("--stride", type=int, default=None, help="delay stride U (default: paper's)")
-    g.add_argument("--window", type=int, default=None, help="delay window V (default: paper's)")
+    g.add_argument("--stride", type=positive_int_arg, default=None,
+                   help="delay stride U, a positive integer (default: the paper's)")
+    g.add_argument("--window", type=positive_int_arg, default=None,
+                   help="delay window V, a positive integer (default: the paper's)")
     g = p.add_argument_group("TuckER")
     g.add_argument("--tucker-dim", type=int, default=32)
     g.add_argument("--tucker-epochs", type=int, default=None,
@@ -203,6 +207,27 @@ def _defaults(args) -> None:
             setattr(args, name, quick if q else full)
 
 
+def _check_args(args) -> None:
+    """Checks argparse cannot make (a ``Namespace`` built or changed in code, output and
+    cache folders); ``ValueError`` naming the flag. Run before any data is loaded."""
+    for flag in ("stride", "window"):
+        value = getattr(args, flag, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"--{flag} must be a positive integer (got {value!r}); leave "
+                             f"it out for the paper's setting")
+    for flag in ("test_frac", "val_frac"):
+        value = getattr(args, flag, None)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or not 0.0 < value < 1.0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be in (0, 1) (got {value!r})")
+    prepare_output("--out", getattr(args, "out", None))
+    prepare_output("--plot", getattr(args, "plot", None))
+    cache = getattr(args, "tucker_cache", None)
+    if cache and Path(cache).exists() and not Path(cache).is_dir():
+        raise ValueError(f"--tucker-cache {cache} is not a directory")
+
+
 def _methods(spec: str) -> List[str]:
     out: List[str] = []
     for part in str(spec).split(","):
@@ -214,8 +239,8 @@ def _methods(spec: str) -> List[str]:
         elif part in METHODS:
             out.append(part)
         else:
-            raise ValueError(f"unknown method {part!r}; choose among {list(METHODS)} or "
-                             f"{list(GROUPS)}")
+            raise ValueError(f"--methods: unknown method {part!r}; choose among "
+                             f"{list(METHODS)} or {list(GROUPS)}")
     return list(dict.fromkeys(out))
 
 
@@ -230,6 +255,7 @@ def load_data(args) -> dict:
     from ..data import (DailyDataset, SyntheticCity, UrbanKG, kg_from_sensor_graph,
                         read_dcrnn, read_npz, split_nodes_by_latitude)
     _defaults(args)
+    _check_args(args)
     ds = str(args.dataset)
     holidays = None
     if ds == "synthetic":
@@ -437,6 +463,7 @@ def run(args) -> List[dict]:
         if args.out:
             _write(rows, args.out)
         return rows
+    _check_args(args)
     torch.set_num_threads(max(1, int(args.threads)))
     args.device = str(resolve_device(getattr(args, "device", "cpu"),
                                      getattr(args, "tf32", False)))
@@ -522,7 +549,16 @@ def run_demo(seed: int = 0, progress: bool = True, device: str = "cpu",
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _defaults(args)
+    try:
+        if not args.merge:
+            _check_args(args)
+            _methods(args.methods)
+            resolve_device(args.device, args.tf32)
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.WARNING)
     rows = run(args)
     print_table(rows)

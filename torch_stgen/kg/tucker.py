@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import numbers
 import os
 import random
 from dataclasses import dataclass, field
@@ -150,6 +151,9 @@ def _resolve_kg(kg: Any, num_entities: Optional[int], num_relations: Optional[in
                             f".num_relations, .fingerprint()) or a LongTensor [M, 3] "
                             f"(got {type(kg).__name__} without '.{attr}')")
     n_e, n_r = int(kg.num_entities), int(kg.num_relations)
+    if n_e < 1 or n_r < 1:
+        raise ValueError(f"'kg' has no {'entities' if n_e < 1 else 'relations'} "
+                         f"(num_entities={n_e}, num_relations={n_r})")
     if num_entities is not None and num_entities != n_e:
         raise ValueError(f"'num_entities'={num_entities} disagrees with kg.num_entities={n_e}")
     if num_relations is not None and num_relations != n_r:
@@ -246,6 +250,56 @@ def _isolated_rng(seed: int):
             np.random.set_state(np_state)
 
 
+def _resolve_torch_device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device``, with a ``ValueError`` naming the argument."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"'device' must be 'cpu', 'cuda', 'cuda:N' or a torch.device "
+                         f"(got {device!r})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"'device' {device}: CUDA is not available in this PyTorch build or "
+                         f"on this machine")
+    return dev
+
+
+def _device_settings(device: torch.device) -> Dict[str, Any]:
+    """The cache-key entries of the training device: none on the CPU (keys of CPU runs are
+    those of earlier versions), else the device type and the TF32 matmul switch. Dropout
+    masks come from the device's own generator (CUDA's Philox, not the CPU's Mersenne
+    Twister) and reductions run in another order, so embeddings trained on a GPU are not
+    the CPU ones; the device index does not change them."""
+    if device.type == "cpu":
+        return {}
+    out: Dict[str, Any] = {"device": device.type}
+    out["tf32"] = bool(device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
+    return out
+
+
+def _prepare_cache_dir(folder: Path) -> None:
+    """Create the cache folder (before training, so that a bad ``cache_dir`` cannot lose a
+    finished training) and check that it is a writable directory."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"'cache_dir' {str(folder)!r} is not a directory (a file is in the "
+                         f"way); pass another folder or cache_dir=False") from None
+    except OSError as err:
+        raise ValueError(f"'cache_dir' {str(folder)!r} cannot be created ({err.strerror}); "
+                         f"pass another folder or cache_dir=False") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"'cache_dir' {str(folder)!r} is not a writable directory; pass "
+                         f"another folder or cache_dir=False")
+
+
+def _num_instances(triples: Tensor, loop: str) -> int:
+    """Training instances of a PyKEEN loop: triples (sLCWA) or distinct (head, relation)
+    pairs (LCWA, 1-N over the tails)."""
+    if loop == "lcwa":
+        return int(torch.unique(triples[:, :2], dim=0).size(0))
+    return int(triples.size(0))
+
+
 def _cache_key(fingerprint: str, settings: Dict[str, Any]) -> str:
     payload = json.dumps({"fingerprint": fingerprint, "cache_version": _CACHE_VERSION,
                           **settings}, sort_keys=True)
@@ -272,7 +326,11 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
     seeded inside an isolated RNG context; the caller's RNG state is left untouched) and
     cached on disk under a key made of ``kg.fingerprint()`` and every training setting: a
     second call with the same KG and settings reads the cache without training
-    (``result.from_cache is True``).
+    (``result.from_cache is True``). Off the CPU the key also holds the device type (and,
+    on CUDA, the TF32 matmul switch), because a GPU draws other dropout masks and sums in
+    another order: its embeddings are not the CPU ones. The cache folder is created (and
+    checked) before training; if the file cannot be written after all, a warning is
+    logged and the trained embeddings are returned.
 
     The defaults (sLCWA, d = 64, 4 negatives per positive, Adam lr 0.02, 8 epochs, batch
     1024) were chosen with ``benchmarks/tucker.py`` on the NYC urban KG (67,418 triples,
@@ -296,10 +354,11 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
         dim (int): entity embedding size d. (default: ``64``)
         epochs (int): training epochs; ``0`` returns the (seeded) untrained model, a random
             baseline. (default: ``8``)
-        seed (int): random seed. (default: ``0``)
+        seed (int): random seed in ``[0, 2**32)``. (default: ``0``)
         batch_size (int): positives per batch, at most the number of triples (PyKEEN
-            drops the last partial batch of every epoch because of TuckER's batch norms).
-            (default: ``1024``)
+            drops the last partial batch of every epoch because of TuckER's batch norms,
+            which also need batches of at least 2, so training needs ``batch_size >= 2``
+            and a KG of at least 2 triples and 2 entities). (default: ``1024``)
         num_negs (int): negatives per positive for ``loop='slcwa'`` (ignored for LCWA).
             (default: ``4``)
         lr (float): Adam learning rate. (default: ``0.02``)
@@ -313,7 +372,8 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
             ``$TORCH_STGEN_CACHE/tucker`` or ``~/.cache/torch_stgen/tucker``; ``False``
             disables caching.
         progress (bool): show PyKEEN's tqdm progress bar over epochs. (default: ``True``)
-        device (str or torch.device): where to train. (default: ``'cpu'``)
+        device (str or torch.device): where to train; part of the cache key off the CPU.
+            (default: ``'cpu'``)
         num_entities (int, optional): entity count when ``kg`` is a tensor.
         num_relations (int, optional): relation count when ``kg`` is a tensor.
         callbacks (list, optional): PyKEEN ``TrainingCallback`` objects forwarded to the
@@ -326,6 +386,8 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
 
     Raises:
         ImportError: if PyKEEN is not installed (names the ``kg`` extra).
+        ValueError: for a bad argument (named), a KG too small to train on, or a
+            ``cache_dir`` that is not a writable folder (checked before training).
     """
     require("pykeen", "TuckER knowledge-graph pre-training (torch_stgen.kg.pretrain_tucker)")
     for name, value, lo in (("dim", dim, 1), ("epochs", epochs, 0), ("batch_size", batch_size, 1),
@@ -334,25 +396,55 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
             raise ValueError(f"'{name}' must be an integer >= {lo} (got {value!r})")
     if relation_dim is None:
         relation_dim = dim
-    if not isinstance(relation_dim, int) or relation_dim < 1:
+    if not isinstance(relation_dim, int) or isinstance(relation_dim, bool) or relation_dim < 1:
         raise ValueError(f"'relation_dim' must be an integer >= 1 or None (got {relation_dim!r})")
     if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):
         raise ValueError(f"'lr' must be a positive finite float (got {lr!r})")
     loop = str(loop).lower()
     if loop not in ("slcwa", "lcwa"):
         raise ValueError(f"'loop' must be 'slcwa' or 'lcwa' (got {loop!r})")
+    # numpy's seed range (np.random.seed refuses others with an unnamed error)
+    if (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
+            or not 0 <= seed < 2 ** 32):
+        raise ValueError(f"'seed' must be an integer in [0, 2**32) (got {seed!r})")
+    seed = int(seed)
+    dev = _resolve_torch_device(device)
 
     triples, n_e, n_r, entities, relations, fingerprint = _resolve_kg(kg, num_entities,
                                                                        num_relations)
     if triples.size(0) == 0 and epochs > 0:
         raise ValueError("'kg' has no triples to train on")
+    if epochs > 0:
+        # TuckER's batch norms cannot train on a batch of one (PyKEEN refuses it, naming a
+        # batch_size the caller did not pass when the KG is smaller than the batch), and
+        # negative sampling / ranking need a second entity
+        if n_e < 2:
+            raise ValueError(f"'kg' has {n_e} entity: TuckER training needs at least 2 "
+                             f"entities (negative samples replace a head or tail by "
+                             f"another entity); use epochs=0 for the untrained model")
+        if batch_size < 2:
+            raise ValueError(f"'batch_size' must be >= 2 to train (got {batch_size}): "
+                             f"TuckER's batch norm cannot train on single-triple batches")
+        if triples.size(0) < 2:
+            raise ValueError(f"'kg' has 1 triple: TuckER's batch norm needs batches of at "
+                             f"least 2 triples (the batch is capped at the number of "
+                             f"triples, whatever 'batch_size'={batch_size}); use epochs=0 "
+                             f"for the untrained model")
+        if loop == "lcwa" and _num_instances(triples, loop) < 2:
+            raise ValueError("'kg' has a single (head, relation) pair: loop='lcwa' trains on "
+                             "one batch row per pair and TuckER's batch norm needs at least "
+                             "2; use loop='slcwa' or epochs=0")
     from pykeen.version import get_version
     settings = dict(dim=dim, relation_dim=relation_dim, epochs=epochs, seed=seed,
                     batch_size=batch_size, num_negs=num_negs if loop == "slcwa" else None,
-                    lr=float(lr), loop=loop, pykeen_version=get_version())
+                    lr=float(lr), loop=loop, pykeen_version=get_version(),
+                    **_device_settings(dev))
 
     cache_path = None
     if cache_dir is not False:
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"'cache_dir' must be a folder path, None (the default folder) "
+                            f"or False (no cache) (got {cache_dir!r})")
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         cache_path = folder / f"tucker-{_cache_key(fingerprint, settings)}.pt"
         if cache_path.is_file():
@@ -367,11 +459,14 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
                 logger.warning("ignoring cache file %s: its content does not match", cache_path)
             except Exception as err:  # corrupt / partial file: retrain and overwrite
                 logger.warning("ignoring unreadable cache file %s (%s)", cache_path, err)
+        # a miss: the folder must take the result, checked now rather than after training
+        # (a read-only folder holding the file is fine for a hit)
+        _prepare_cache_dir(folder)
 
     tf = _triples_factory(triples, n_e, n_r, entities, relations)
     from pykeen.training import LCWATrainingLoop, SLCWATrainingLoop
     with _isolated_rng(seed):
-        model = _build_model(n_e, n_r, settings, triples).to(device)
+        model = _build_model(n_e, n_r, settings, triples).to(dev)
         losses: List[float] = []
         if epochs > 0:
             # no automatic memory optimisation: its trial passes cost time and are meant
@@ -379,7 +474,7 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
             # larger than the KG would leave no batch at all
             optim_kwargs = dict(optimizer="adam", optimizer_kwargs=dict(lr=float(lr)),
                                 automatic_memory_optimization=False)
-            effective_batch = min(batch_size, triples.size(0))
+            effective_batch = min(batch_size, _num_instances(triples, loop))
             if loop == "slcwa":
                 trainer = SLCWATrainingLoop(model=model, triples_factory=tf,
                                             negative_sampler="basic",
@@ -404,12 +499,18 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
                               settings={**settings, "fingerprint": fingerprint},
                               losses=losses, model_state=state, from_cache=False)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(dict(fingerprint=fingerprint, settings=settings, entity=entity,
-                        relation=relation, losses=losses, model_state=state), tmp)
-        os.replace(tmp, cache_path)  # atomic: a reader never sees a half-written file
-        logger.info("TuckER embeddings cached at %s", cache_path)
+        try:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(dict(fingerprint=fingerprint, settings=settings, entity=entity,
+                            relation=relation, losses=losses, model_state=state), tmp)
+            os.replace(tmp, cache_path)  # atomic: a reader never sees a half-written file
+            logger.info("TuckER embeddings cached at %s", cache_path)
+        except OSError as err:  # e.g. a full disk: keep the training, lose only the cache
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            logger.warning("could not write the TuckER cache file %s (%s); the embeddings "
+                           "are returned but not cached", cache_path, err)
     return result
 
 
@@ -499,7 +600,8 @@ def link_prediction_mrr(model: Any, test_triples: Tensor, known_triples: Optiona
             training triples) to filter. (default: ``None``)
         filtered (bool): filtered (``True``) or raw ranking. (default: ``True``)
         max_triples (int, optional): evaluate a random subset of this many test triples
-            (drawn with ``seed``) for speed; ``None`` uses all. (default: ``2000``)
+            (drawn with ``seed``) for speed, a positive integer; ``None`` uses all.
+            (default: ``2000``)
         batch_size (int): queries scored at once. (default: ``256``)
         ks (sequence of int): the k of Hits@k. (default: ``(1, 3, 10)``)
         seed (int): seed of the subset draw. (default: ``0``)
@@ -513,24 +615,35 @@ def link_prediction_mrr(model: Any, test_triples: Tensor, known_triples: Optiona
     if not (hasattr(model, "score_t") and hasattr(model, "score_h")):
         raise TypeError(f"'model' must be TuckerEmbeddings or a PyKEEN model "
                         f"(got {type(model).__name__})")
-    num_entities = int(model.num_entities)
-    test = _check_triples(test_triples, "test_triples", num_entities)
+    num_entities, num_relations = int(model.num_entities), int(model.num_relations)
+    if max_triples is not None and (not isinstance(max_triples, numbers.Integral)
+                                    or isinstance(max_triples, bool) or max_triples < 1):
+        raise ValueError(f"'max_triples' must be a positive integer or None (got "
+                         f"{max_triples!r})")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size < 1:
+        raise ValueError(f"'batch_size' must be >= 1 (got {batch_size})")
+    ks = tuple(ks)
+    if not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1
+               for k in ks):
+        raise ValueError(f"'ks' must be positive integers (got {ks!r})")
+    test = _check_triples(test_triples, "test_triples", num_entities, num_relations)
+    known = (None if known_triples is None else
+             _check_triples(known_triples, "known_triples", num_entities, num_relations))
     if test.size(0) == 0:
         raise ValueError("'test_triples' is empty")
+    all_test = test
     if max_triples is not None and test.size(0) > max_triples:
         gen = torch.Generator().manual_seed(seed)
         test = test[torch.randperm(test.size(0), generator=gen)[:max_triples]]
-    if batch_size < 1:
-        raise ValueError(f"'batch_size' must be >= 1 (got {batch_size})")
 
     # true answers of every (h, r) / (r, t) query, for filtering: triples sorted by a
     # query key, so the answers of a batch of queries are found with searchsorted
-    num_relations = int(model.num_relations)
     index = {}
     if filtered:
-        parts = [_check_triples(test_triples, "test_triples", num_entities)]
-        if known_triples is not None:
-            parts.append(_check_triples(known_triples, "known_triples", num_entities))
+        parts = [all_test]
+        if known is not None:
+            parts.append(known)
         allt = torch.unique(torch.cat(parts), dim=0)
         for side, (q, a) in (("tail", (0, 2)), ("head", (2, 0))):
             key = allt[:, q] * num_relations + allt[:, 1]
