@@ -27,9 +27,11 @@ def check_binary_mask(name: str, mask: Tensor, meaning: str = "1 = observed") ->
 
 
 def check_seed(seed, name: str = "seed") -> int:
-    """``seed`` as an int in ``[0, 2**63)`` (what ``torch.Generator.manual_seed`` takes;
-    a larger one overflows inside torch with an unnamed error). Any integer type passes
-    (e.g. ``numpy.int64``); floats and bools do not."""
+    """``seed`` as an int in ``[0, 2**63)``. ``torch.Generator.manual_seed`` takes
+    ``[-2**63, 2**64)``; the narrower range leaves headroom for the offsets the models add
+    to a seed (e.g. DiffRecon's validation draws), which overflowed inside torch with an
+    unnamed error. Any integer type passes (e.g. ``numpy.int64``); floats and bools do
+    not."""
     try:
         value = check_int(name, seed, 0)
     except ValueError:
@@ -45,7 +47,8 @@ def check_int(name: str, value, low: int = 1, low_text: Optional[str] = None) ->
     naming ``name``. The message reads "a positive integer" for ``low=1`` without
     ``low_text``, else "an integer >= {low_text}{low}" (e.g. ``"-history = "``)."""
     try:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, Tensor) and (
+                value.dim() > 0 or value.dtype == torch.bool)):
             raise TypeError
         out = operator.index(value)
     except TypeError:

@@ -128,6 +128,7 @@ def test_sizes_of_any_integer_type():
     np = pytest.importorskip("numpy")
     a = SparsePattern("random", 0.5, seed=1)(np.int64(2), np.int32(3), 3)
     assert torch.equal(a, SparsePattern("random", 0.5, seed=1)(2, 3, 3))
-    for bad in (2.0, True, "2"):
+    assert SparsePattern("random", 0.5, seed=1)(torch.tensor(2), 3, 3).shape == (2, 3, 3)
+    for bad in (2.0, True, "2", torch.tensor([2]), torch.tensor(True)):
         with pytest.raises(ValueError, match="'T' must be a positive integer"):
             SparsePattern("random", 0.5)(bad, 3, 3)

@@ -264,12 +264,23 @@ def test_bad_fingerprints_generators_and_losses_are_named(tmp_path):
     with pytest.raises(TypeError, match=r"'fingerprint' entry 'w' must be plain data .*"
                                         r"data_fingerprint"):
         _trainer(model, fingerprint={"w": torch.ones(3)}, checkpoint=tmp_path / "a.pt")
-    # numpy scalars are stored as numbers (they made the file unreadable with weights_only)
-    ckpt = tmp_path / "b.pt"
-    trainer, gen = _trainer(model, total=2, checkpoint=ckpt, fingerprint={"n": np.int64(3)})
-    trainer.run(_mse_fn(model, x, y, gen))
-    assert _trainer(model, total=2, checkpoint=ckpt,
-                    fingerprint={"n": 3})[0].resume()["iteration"] == 2
+    _trainer(model, fingerprint={"w": torch.ones(3)})      # not saved: nothing to check
+    # numpy scalars are stored as Python values (they made the file unreadable with
+    # weights_only); np.float64 and np.str_ are subclasses of float and str
+    for k, value in enumerate((np.int64(3), np.float64(0.5), np.str_("a"), np.bool_(True))):
+        ckpt = tmp_path / f"b{k}.pt"
+        trainer, gen = _trainer(model, total=2, checkpoint=ckpt, fingerprint={"n": value})
+        trainer.run(_mse_fn(model, x, y, gen))
+        assert _trainer(model, total=2, checkpoint=ckpt,
+                        fingerprint={"n": value.item()})[0].resume()["iteration"] == 2
+    # so are an optimiser's numpy hyperparameters (its state is saved too)
+    ckpt = tmp_path / "c.pt"
+    for _ in range(2):
+        gen = torch.Generator().manual_seed(7)
+        opt = torch.optim.Adam(model.parameters(), lr=np.float64(0.01))
+        trainer = Trainer(model, opt, total=2, generator=gen, checkpoint=ckpt)
+        trainer.run(_mse_fn(model, x, y, gen))
+    assert trainer.start == 2                          # the second run resumed the first
     opt = torch.optim.Adam(model.parameters())
     with pytest.raises(TypeError, match="'generator' must be a torch.Generator"):
         Trainer(model, opt, total=2, generator=None)

@@ -279,8 +279,9 @@ class WindowDataset(Dataset):
 
     Length: a window covers :math:`\max(L, L + \delta + H)` steps; a series shorter than
     that raises ``ValueError`` (no window could fit in any split). A ``split`` may still be
-    empty (e.g. ``ratios=(3, 0, 1)`` has no validation range, or a split is shorter than
-    a target, :math:`\max(H, -\delta)` steps): its dataset then has no windows.
+    empty (e.g. ``ratios=(3, 0, 1)`` has no validation range; a later split shorter than a
+    target, :math:`\max(H, -\delta)` steps; or the first split, which has no earlier
+    context, shorter than the whole span): its dataset then has no windows.
 
     Args:
         series (GridSeries or GraphSeries): the data.

@@ -1322,7 +1322,7 @@ class DiffRecon(nn.Module):
             if val_check is not None and it and it % int(val_every) == 0:
                 check(it)
             if it >= n_pre and joint_mode == "sampled" and \
-                    (it - n_pre) % max(1, joint_refresh) == 0:
+                    (it - n_pre) % joint_refresh == 0:
                 self.eval()
                 if joint_series is None:
                     pick = list(range(len(pats)))

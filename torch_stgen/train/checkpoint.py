@@ -72,10 +72,11 @@ def _plain(value, where: str):
     ``TypeError`` naming ``where`` when it holds anything a checkpoint cannot reload with
     ``weights_only=True`` or compare (e.g. a tensor: fingerprint it with
     :func:`data_fingerprint`)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, np.generic):      # before the builtins: np.float64 is a float
+        if value.dtype.kind in "biufU":
+            return value.item()
+    elif value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, np.generic) and value.ndim == 0 and value.dtype.kind in "biuf":
-        return value.item()
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
     if isinstance(value, dict):
@@ -151,7 +152,9 @@ class Checkpointer:
             raise ValueError(f"'checkpoint_every' must be a positive integer (got {every!r})")
         self.path = None if path is None else Path(path)
         self.every = int(every)
-        self.fingerprint = {k: _plain(v, repr(k)) for k, v in (fingerprint or {}).items()}
+        self.fingerprint = dict(fingerprint or {})
+        if path is not None or get_world_size() > 1:    # it is saved or compared: plain
+            self.fingerprint = {k: _plain(v, repr(k)) for k, v in self.fingerprint.items()}
         self.resume = bool(resume)
         self.start = 0          # the iteration this run starts from (set by :meth:`load`)
         if get_world_size() > 1:

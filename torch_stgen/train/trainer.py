@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -42,20 +43,33 @@ __all__ = ["Trainer"]
 Losses = Union[Tensor, Dict[str, Tensor]]
 
 
+#: optimiser hyperparameters a checkpoint must agree on (implementation switches such as
+#: ``foreach`` / ``fused``, and keys a PyTorch version adds, are left out on purpose)
+_HYPERPARAMETERS = ("lr", "initial_lr", "betas", "eps", "weight_decay", "momentum",
+                    "dampening", "nesterov", "alpha", "centered", "amsgrad", "maximize",
+                    "decoupled_weight_decay", "lr_decay", "rho")
+
+
+def _scalar(v):
+    """A numpy scalar or one-element tensor as a Python number (else ``v``)."""
+    if isinstance(v, np.generic) or (isinstance(v, Tensor) and v.numel() == 1):
+        return v.item()
+    return v
+
+
 def _optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> list:
-    """The optimiser's class and each parameter group's hyperparameters (learning rate,
-    betas, weight decay, ...) as the run starts: resuming with another optimiser or
-    other hyperparameters is refused by name (``load_state_dict`` would otherwise keep
-    the saved learning rate silently, or fail on a missing key)."""
+    """The optimiser's class and each parameter group's hyperparameters
+    (:data:`_HYPERPARAMETERS`) as the run starts: resuming with another optimiser or other
+    hyperparameters is refused by name (``load_state_dict`` would otherwise keep the saved
+    learning rate silently, or fail on a missing key)."""
     def plain(v):
-        if isinstance(v, Tensor) and v.numel() == 1:
-            v = v.item()
+        v = _scalar(v)
         if v is None or isinstance(v, (bool, int, float, str)):
             return v
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return repr(v)
-    groups = [{k: plain(v) for k, v in sorted(g.items()) if k != "params"}
+    groups = [{k: plain(g[k]) for k in _HYPERPARAMETERS if k in g}
               for g in optimizer.param_groups]
     return [type(optimizer).__name__, groups]
 
@@ -104,9 +118,12 @@ class Trainer:
     5. optimiser step, ``scheduler`` step, EMA update; the bar shows each loss's mean
        over the last ``log_every`` iterations.
 
-    A checkpoint's fingerprint holds ``fingerprint`` and the trainer's own settings
-    (``total``, ``grad_clip``, the number of clip groups, ``ema_decay``, whether there is
-    a scheduler), so a file of another schedule is refused by name. :meth:`run` resumes
+    A checkpoint's fingerprint holds ``fingerprint`` (plain data: numbers, strings, and
+    lists / tuples / dicts of them; fingerprint tensors with
+    :func:`~torch_stgen.train.data_fingerprint`) and the trainer's own settings
+    (``total``, ``grad_clip``, the number of clip groups, ``ema_decay``, the scheduler's
+    class, the optimiser's class and hyperparameters), so a file of another schedule or
+    optimiser is refused by name. :meth:`run` resumes
     from the checkpoint by itself; call :meth:`resume` first when the model has its own
     entries to restore (``extra_state``).
 
@@ -176,6 +193,10 @@ class Trainer:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"'optimizer' must be a torch.optim.Optimizer "
                             f"(got {type(optimizer).__name__})")
+        for group in optimizer.param_groups:    # numpy scalars (e.g. lr=np.float64(1e-3))
+            for k, v in group.items():         # would make the checkpoint unreadable
+                if isinstance(v, np.generic):
+                    group[k] = v.item()
         self.module = module
         self.optimizer = optimizer
         self.scheduler = scheduler
