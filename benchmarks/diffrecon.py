@@ -11,7 +11,8 @@ Examples::
 """
 import sys
 
-from torch_stgen.experiments.diffrecon import build_parser, merge_rows, print_table, run
+from torch_stgen.experiments.diffrecon import (_defaults, build_parser, check_args,
+                                               merge_rows, print_table, run)
 
 
 def main(argv=None) -> int:
@@ -19,6 +20,12 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", nargs="+", metavar="JSON", default=None,
                         help="only print the table of these result files (merged)")
     args = parser.parse_args(argv)
+    if not args.merge:
+        _defaults(args)
+        try:                # flag errors as argparse errors, before anything runs
+            check_args(args)
+        except ValueError as err:
+            parser.error(str(err))
     rows = merge_rows(args.merge) if args.merge else run(args)
     print_table(rows)
     return 0

@@ -153,8 +153,8 @@ def parse_args(argv=None):
                 f"one (got {args.batch_size})")
     if not 0 <= args.seed < 2 ** 32:
         p.error(f"--seed must be in [0, 2**32) (got {args.seed})")
-    if args.threads is not None and args.threads < 1:
-        p.error(f"--threads must be a positive integer (got {args.threads})")
+    if args.threads is not None and args.threads < 0:     # 0: torch's default, as before
+        p.error(f"--threads must be >= 0 (got {args.threads})")
     if not args.kg.is_file():
         p.error(f"--kg {args.kg}: no such file")
     for path in (args.out.with_suffix(".json"), args.out.with_suffix(".md")):
@@ -189,7 +189,7 @@ def main(argv=None):
     print(f"KG {args.kg} via {how}: {triples.size(0)} triples, {n_e} entities, {n_r} relations;"
           f" train {train.size(0)}, held-out {test.size(0)} ({moved} moved back to train)")
     random.seed(args.seed)
-    cmd = sys.argv if argv is None else [str(Path(__file__).relative_to(HERE.parent)), *argv]
+    cmd = sys.argv if argv is None else [str(Path(__file__).resolve().relative_to(HERE.parent)), *argv]
     results = dict(command="python " + " ".join(cmd), kg=str(args.kg), loader=how,
                    num_triples=int(triples.size(0)), num_entities=n_e, num_relations=n_r,
                    num_train=int(train.size(0)), num_test=int(test.size(0)),

@@ -76,6 +76,7 @@ def _check_output(parser: argparse.ArgumentParser, flag: str, path: Optional[str
     except ValueError as err:
         parser.error(str(err))
 
+
 def run_baseline(args) -> List[dict]:
     """Baseline (a) on the synthetic city for every pattern of ``args.patterns``."""
     from .data import SparsePattern, SyntheticCity, chronological_split, coarsen

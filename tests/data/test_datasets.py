@@ -325,3 +325,16 @@ def test_window_dataset_series_too_short_and_numpy_ints():
             WindowDataset(g, history=bad)
     with pytest.raises(ValueError, match="'delay' must be an integer >= -history"):
         WindowDataset(g, history=4, delay=0.5)
+
+
+def test_time_inputs_refuse_numbers_timezones_and_2d_latitudes():
+    with pytest.raises(ValueError, match="not numbers"):           # epoch seconds, read as
+        time_features(np.array([1704067200, 1704070800]))           # minutes before
+    pd = pytest.importorskip("pandas")
+    idx = pd.date_range("2024-01-01 08:00", periods=2, freq="h", tz="US/Eastern")
+    with pytest.raises(ValueError, match="timezone-aware"):         # numpy made them UTC
+        time_features(idx, encoding="raw")
+    naive = time_features(idx.tz_localize(None), encoding="raw")
+    assert naive[:, 0].tolist() == [8.0, 9.0]
+    with pytest.raises(ValueError, match=r"'lat' must have shape \[N\]"):   # pos [N, 2]
+        split_nodes_by_latitude(torch.tensor([[1., 10.], [2., 20.], [3., 30.]]), 0.3)

@@ -166,3 +166,14 @@ def test_mass_project_errors():
         mass_project(torch.rand(4, 4), torch.rand(2, 2), 2, "multiplicative")
     with pytest.raises(ValueError, match="'coarse' must have spatial size"):
         mass_project(torch.rand(4, 4), torch.rand(3, 2), 2)
+
+
+def test_sizes_of_numpy_integer_type_and_mass_project_eps():
+    np = pytest.importorskip("numpy")
+    x = torch.rand(2, 4, 4)
+    assert torch.equal(coarsen(x, np.int64(2)), coarsen(x, 2))
+    assert grid_graph(np.int64(2), np.int32(3)).num_nodes == 6
+    with pytest.raises(ValueError, match="'factor' must be a positive integer"):
+        coarsen(x, 2.0)
+    with pytest.raises(ValueError, match="'eps' must be >= 0"):       # gave NaN
+        mass_project(x, coarsen(x, 2), 2, mode="proportional", eps=-1.0)

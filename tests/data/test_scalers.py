@@ -91,3 +91,19 @@ def test_errors():
         StandardScaler().fit(x, channel_dim=3)
     with pytest.raises(ValueError, match="'feature_range'"):
         MinMaxScaler(feature_range=(1, 0))
+
+
+def test_minmax_state_keeps_its_range_and_masks_are_checked():
+    """MinMaxScaler's state lacked ``feature_range``: a reloaded scaler mapped to [0, 1]."""
+    x = torch.tensor([0.0, 5.0, 10.0])
+    mm = MinMaxScaler((-1, 1), eps=1e-3).fit(x)
+    back = MinMaxScaler().load_state_dict(mm.state_dict())
+    assert back.feature_range == (-1.0, 1.0) and back.eps == 1e-3
+    assert torch.equal(back.transform(x), mm.transform(x))
+    old = {k: v for k, v in mm.state_dict().items() if k in ("data_min", "data_max")}
+    assert MinMaxScaler((-1, 1)).load_state_dict(old).feature_range == (-1.0, 1.0)
+    for bad in (0.5, float("nan"), -1.0):
+        with pytest.raises(ValueError, match=r"'mask' must contain only 0 and 1"):
+            StandardScaler().fit(x, torch.tensor([1.0, bad, 1.0]))
+    with pytest.raises(ValueError, match="'eps' must be >= 0"):
+        StandardScaler(eps=-1.0)

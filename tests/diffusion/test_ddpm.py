@@ -357,3 +357,41 @@ def test_golden_sampler_sums(kind, eta):
     x = sample(toy_model, sched, SHAPE, num_inference_steps=50,
                generator=torch.Generator().manual_seed(2024), eta=eta)
     assert x.double().sum().item() == pytest.approx(GOLDEN[(kind, eta)], abs=1e-4)
+
+
+@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler])
+def test_trailing_spacing_gives_exactly_n_timesteps(cls):
+    """round(T - k T / n) - 1, k = 0..n-1: the float arange picked up an (n+1)-th
+    timestep, -1, for 62 of the 1000 values of n at T = 1000 (e.g. 61), and sampling
+    crashed after the whole chain."""
+    for T in (1000, 100):
+        sched = cls(T, timestep_spacing="trailing")
+        for n in range(1, T + 1):
+            sched.set_timesteps(n)
+            ts = sched.timesteps
+            assert ts.numel() == n and int(ts[0]) == T - 1 and int(ts[-1]) >= 0, (T, n)
+            assert (ts[1:] < ts[:-1]).all()
+    sched = cls(1000, timestep_spacing="trailing")
+    x = sample(lambda x, t: torch.zeros_like(x), sched, shape=(2, 3), num_inference_steps=61,
+               generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3) and torch.isfinite(x).all()
+
+
+def test_schedulers_refuse_truncated_timesteps_and_rebuild_custom_betas():
+    import numpy as np
+    sched = DDPMScheduler(20)
+    x0, noise = torch.randn(3, 4), torch.randn(3, 4)
+    with pytest.raises(ValueError, match="'timesteps' must be integers"):
+        sched.add_noise(x0, noise, torch.tensor([0.9, 5.7, 10.2]))
+    with pytest.raises(ValueError, match="'timesteps' must be integers"):
+        sched.add_noise(x0, noise, torch.tensor([True, False, True]))
+    with pytest.raises(ValueError, match="the sample must be a floating tensor"):
+        sched.add_noise(x0.long(), noise.long(), torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="'timesteps' must be integers"):
+        sched.set_timesteps(timesteps=[15.7, 5.2])
+    sched.set_timesteps(np.int64(5))                       # numpy integers are integers
+    assert sched.num_inference_steps == 5
+    custom = DDPMScheduler(trained_betas=[0.1, 0.2, 0.3])
+    again = DDPMScheduler(**custom.config)                # the config holds the betas
+    assert torch.equal(again.betas, custom.betas) and again.config.beta_schedule == "custom"
+    assert torch.equal(DDIMScheduler(**DDIMScheduler(30).config).betas, DDIMScheduler(30).betas)

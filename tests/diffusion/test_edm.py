@@ -75,8 +75,9 @@ def test_precond_forward():
         pre(x, 0.0)
     with pytest.raises(ValueError, match="'raw_net' must return a tensor of shape"):
         EDMPrecond(lambda x, c: x[:1])(x, 1.0)
-    with pytest.raises(ValueError, match="'sigma_data' must be > 0"):
-        EDMPrecond(raw, sigma_data=0.0)
+    for bad in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="'sigma_data' must be a finite number > 0"):
+            EDMPrecond(raw, sigma_data=bad)
 
 
 def test_edm_loss_formula_and_sigma_distribution():
@@ -213,3 +214,15 @@ def test_golden_heun_sums(churn):
     x = edm_sampler(pre, latents, S_churn=churn, S_min=0.05, S_max=50, S_noise=1.003,
                     generator=g)
     assert x.double().sum().item() == pytest.approx(GOLDEN[churn], abs=1e-4)
+
+
+def test_edm_loss_refuses_an_empty_batch_and_a_bad_sigma_data():
+    """An empty batch returned NaN and sigma_data = 0 / -1 were accepted (NaN loss)."""
+    net = lambda x, s: x      # noqa: E731
+    with pytest.raises(ValueError, match=r"'x0' is an empty batch \(B = 0\)"):
+        edm_loss(net, torch.zeros(0, 3), sigma_data=0.5)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="'sigma_data' must be a finite number > 0"):
+            edm_loss(net, torch.zeros(2, 3), sigma_data=bad)
+    import numpy as np
+    assert edm_sigma_steps(np.int64(3)).shape == (4,)

@@ -121,12 +121,18 @@ def test_diffrecon_factor_patterns_and_out_are_checked_first(tmp_path, monkeypat
     ("--val-frac", "0", "argument --val-frac: must be in (0, 1) (got 0)"),
     ("--test-frac", "1.5", "argument --test-frac: must be in (0, 1) (got 1.5)"),
 ])
-def test_kgdiff_flags_are_refused_by_name(capsys, flag, value, message):
+def test_kgdiff_flags_are_refused_by_name(capsys, tmp_path, monkeypatch, flag, value,
+                                          message):
     """--stride -1 / --window -3 were accepted (0 silently meant the default) and
     --val-frac 0 failed deep inside, naming 'test_frac'."""
-    from torch_stgen.experiments.kgdiff import main
+    import torch_stgen.experiments.kgdiff as bench
+
+    def boom(args):     # were the check to fail, this test must not run the benchmark
+        raise AssertionError(f"{flag} {value} was not refused")
+    monkeypatch.setattr(bench, "run", boom)
     with pytest.raises(SystemExit) as exc:
-        main([flag, value, "--no-progress"])
+        bench.main([flag, value, "--no-progress", "--quick",
+                    "--tucker-cache", str(tmp_path)])
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 

@@ -281,6 +281,9 @@ def test_cache_key_depends_on_the_device_type_only_off_the_cpu(tmp_path):
     s = dict(dim=8, relation_dim=8, epochs=2, seed=0, batch_size=64, num_negs=2, lr=0.02,
              loop="slcwa", pykeen_version="1")
     assert _cache_key("fp", s) != _cache_key("fp", {**s, **cuda})
+    # the key of these settings as the code before the device entry computed it: CPU
+    # caches written then are still found
+    assert _cache_key("fp", s) == "0571cfb856dfd5509ca0ae188e7b7d89"
     kg, _ = clustered_kg()
     emb = pretrain_tucker(kg, cache_dir=tmp_path, **FAST)
     assert "device" not in emb.settings
@@ -301,3 +304,20 @@ def test_lcwa_batch_is_capped_at_its_head_relation_pairs():
     with pytest.raises(ValueError, match=r"single \(head, relation\) pair.*loop='slcwa'"):
         pretrain_tucker(t[:2], num_entities=3, num_relations=1, loop="lcwa",
                         cache_dir=False, **FAST)
+
+
+def test_device_none_is_the_cpu_and_an_unusable_default_cache_only_warns(
+        tmp_path, monkeypatch, caplog):
+    kg, _ = clustered_kg()
+    a = pretrain_tucker(kg, cache_dir=False, device=None, **FAST)
+    b = pretrain_tucker(kg, cache_dir=False, device="cpu", **FAST)
+    assert torch.equal(a.entity, b.entity)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TORCH_STGEN_CACHE", str(blocker))     # default folder unusable
+    with caplog.at_level("WARNING"):
+        c = pretrain_tucker(kg, **FAST)
+    assert torch.equal(c.entity, b.entity) and not c.from_cache
+    assert "training without a cache" in caplog.text
+    with pytest.raises(ValueError, match="'cache_dir'"):         # a folder the caller named
+        pretrain_tucker(kg, cache_dir=blocker / "sub", **FAST)

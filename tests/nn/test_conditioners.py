@@ -222,3 +222,13 @@ def test_user_conditioner_learns_conditional_mixture():
     for k in range(K):
         assert (nearest[mode == k] == k).float().mean() > 0.9, k
     assert (nearest == mode).float().mean() > 0.9
+
+
+def test_stack_names_the_missing_key_once():
+    """The stack re-wrapped the built-in conditioner's whole message as the 'key'."""
+    from torch_stgen.nn.conditioners import ConditionerStack, ExternalConditioner
+    with pytest.raises(KeyError) as err:
+        ConditionerStack([ExternalConditioner(8)])({"obs": torch.zeros(1)})
+    msg = str(err.value)
+    assert "ExternalConditioner reads batch key 'time_y' that the batch lacks (it has " \
+           "['obs'])" in msg and "needs batch" not in msg

@@ -81,8 +81,11 @@ def split_nodes_by_latitude(lat, test_frac: float = 0.3, direction: str = "south
         ``(train_idx, test_idx)``, or ``(train_idx, val_idx, test_idx)`` when ``val_frac`` is
         given; sorted ``LongTensor`` s partitioning ``0..N-1``.
     """
-    lat = torch.as_tensor(np.asarray(lat, dtype=np.float64)).reshape(-1) \
-        if not isinstance(lat, Tensor) else lat.detach().double().reshape(-1).cpu()
+    lat = torch.as_tensor(np.asarray(lat, dtype=np.float64)) \
+        if not isinstance(lat, Tensor) else lat.detach().double().cpu()
+    if lat.dim() != 1:      # e.g. pos [N, 2]: flattening it would split 2N "nodes"
+        raise ValueError(f"'lat' must have shape [N] (one latitude per node; got "
+                         f"{tuple(lat.shape)})")
     n = lat.numel()
     if n < 2 or not torch.isfinite(lat).all():
         raise ValueError(f"'lat' must be [N >= 2] finite latitudes (got {n} values)")
@@ -107,8 +110,21 @@ def split_nodes_by_latitude(lat, test_frac: float = 0.3, direction: str = "south
 
 # --------------------------------------------------------------------------- time
 def _as_minutes(timestamps) -> np.ndarray:
+    """``timestamps`` as ``datetime64[m]`` wall-clock times. Numbers are refused (seconds
+    since the epoch would be read as minutes), and so are timezone-aware times (numpy
+    converts them to UTC, so a local 8 am would become another hour)."""
+    if getattr(timestamps, "tz", None) is not None or getattr(
+            getattr(timestamps, "dtype", None), "tz", None) is not None:
+        raise ValueError("'timestamps' are timezone-aware: pass local wall-clock times "
+                         "(e.g. pandas' index.tz_localize(None)); numpy would convert them "
+                         "to UTC")
+    raw = np.asarray(timestamps)
+    if raw.dtype.kind in "biufc":
+        raise ValueError(f"'timestamps' must be datetime64 values or ISO strings, not "
+                         f"numbers (got {raw.dtype}); convert epoch seconds with "
+                         f"np.asarray(t, dtype='datetime64[s]')")
     try:
-        ts = np.asarray(timestamps).astype("datetime64[m]")
+        ts = raw.astype("datetime64[m]")
     except (ValueError, TypeError):
         raise ValueError("'timestamps' must be datetime64 values or ISO strings") from None
     if ts.ndim != 1:

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from .._checks import check_int
+
 __all__ = ["grid_graph", "grid_to_image", "image_to_grid", "coarsen", "coarsen_nodes",
            "grid_cluster", "upsample", "mass_project"]
 
@@ -33,15 +35,11 @@ _OFFSETS = {
 
 
 def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"'{name}' must be a positive integer (got {value!r})")
-    return value
+    return check_int(name, value, 1)          # numpy integers too
 
 
 def _check_factor(factor) -> int:
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"'factor' must be a positive integer (got {factor!r})")
-    return factor
+    return check_int("factor", factor, 1)
 
 
 def _cell_coords(name: str, value, H: int, W: int) -> Tensor:
@@ -304,8 +302,10 @@ def mass_project(fine: Tensor, coarse: Tensor, factor: int, mode: str = "additiv
         {\sum_{v \in \pi(u)} (x^{f}_{v})_+},
 
     the conditional mean of a multinomial split of the coarse value; blocks whose
-    non-negative sum is ``<= eps`` get the additive correction instead (and negative coarse
-    values are treated as 0, so the constraint holds for ``coarse >= 0``).
+    non-negative sum is ``<= eps`` get the additive correction instead. A negative coarse
+    value is treated as 0 by the proportional split (its block becomes zeros, summing to 0)
+    and met as given by the additive fallback, so the constraint holds exactly for
+    ``coarse >= 0``.
 
     Args:
         fine (Tensor): ``[..., H, W]`` fine map(s).
@@ -321,6 +321,8 @@ def mass_project(fine: Tensor, coarse: Tensor, factor: int, mode: str = "additiv
     factor = _check_factor(factor)
     if mode not in ("additive", "proportional"):
         raise ValueError(f"'mode' must be 'additive' or 'proportional' (got {mode!r})")
+    if not float(eps) >= 0:
+        raise ValueError(f"'eps' must be >= 0 (got {eps!r})")
     if fine.dim() < 2 or coarse.dim() < 2:
         raise ValueError(f"'fine' [..., H, W] and 'coarse' [..., H/N, W/N] need two spatial "
                          f"dimensions (got {tuple(fine.shape)}, {tuple(coarse.shape)})")

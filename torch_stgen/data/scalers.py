@@ -15,6 +15,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._checks import check_binary_mask
+
 __all__ = ["StandardScaler", "MinMaxScaler"]
 
 Dims = Union[int, Sequence[int], None]
@@ -26,6 +28,8 @@ class _Scaler:
     _stat_names: Tuple[str, ...] = ()
 
     def __init__(self, eps: float = 1e-8):
+        if not float(eps) >= 0:
+            raise ValueError(f"'eps' must be >= 0 (got {eps!r})")
         self.eps = float(eps)
         for name in self._stat_names:
             setattr(self, name, None)
@@ -81,6 +85,7 @@ class _Scaler:
             except RuntimeError:
                 raise ValueError(f"'mask' must have the shape of 'x' {tuple(x.shape)} "
                                  f"(got {tuple(mask.shape)})") from None
+            check_binary_mask("mask", mask)     # 0.5 or NaN would count as observed
             obs = obs & mask.bool()
         return torch.where(obs, x, torch.zeros((), dtype=x.dtype, device=x.device)), obs
 
@@ -129,9 +134,16 @@ class _Scaler:
     def _stat(self, name: str, like: Tensor) -> Tensor:
         return getattr(self, name).to(device=like.device, dtype=like.dtype)
 
+    def _settings(self) -> Dict[str, Tensor]:
+        """Constructor settings the map depends on (saved with the statistics)."""
+        return {"eps": torch.tensor(self.eps, dtype=torch.float64)}
+
     def state_dict(self) -> Dict[str, Tensor]:
+        """The fitted statistics and the settings of the map (``eps``; MinMaxScaler's
+        ``feature_range``), so that a reloaded scaler maps exactly as this one."""
         self._check_fitted()
-        return {n: getattr(self, n).clone() for n in self._stat_names}
+        return {**{n: getattr(self, n).clone() for n in self._stat_names},
+                **self._settings()}
 
     def load_state_dict(self, state: Dict[str, Tensor]):
         missing = [n for n in self._stat_names if n not in state]
@@ -139,7 +151,12 @@ class _Scaler:
             raise ValueError(f"'state' lacks {missing} for {self.__class__.__name__}")
         for n in self._stat_names:
             setattr(self, n, torch.as_tensor(state[n], dtype=torch.float64))
+        self._load_settings(state)       # a state without them (older files) keeps ours
         return self
+
+    def _load_settings(self, state: Dict[str, Tensor]) -> None:
+        if "eps" in state:
+            self.eps = float(state["eps"])
 
     def _check_input(self, x: Tensor) -> Tensor:
         self._check_fitted()
@@ -229,6 +246,16 @@ class MinMaxScaler(_Scaler):
                              f"(got {feature_range!r})")
         self.feature_range = (a, b)
         super().__init__(eps)
+
+    def _settings(self) -> Dict[str, Tensor]:
+        return dict(super()._settings(),
+                    feature_range=torch.tensor(self.feature_range, dtype=torch.float64))
+
+    def _load_settings(self, state: Dict[str, Tensor]) -> None:
+        super()._load_settings(state)
+        if "feature_range" in state:
+            a, b = (float(v) for v in state["feature_range"])
+            self.feature_range = (a, b)
 
     def _compute(self, x, obs, reduced, count):
         inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_binary_mask
+from .._checks import check_binary_mask, check_int
 from .schedules import check_betas, make_beta_schedule
 
 __all__ = ["FrozenConfig", "SchedulerOutput", "DDPMScheduler", "DDIMScheduler",
@@ -155,7 +155,10 @@ class _DiscreteScheduler:
                 beta_start, beta_end = betas[0].item(), betas[-1].item()
         self.config = FrozenConfig(
             num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-            beta_start=beta_start, beta_end=beta_end, prediction_type=prediction_type,
+            beta_start=beta_start, beta_end=beta_end,
+            # the betas themselves for a custom schedule, so Scheduler(**config) rebuilds it
+            trained_betas=None if trained_betas is None else tuple(betas.tolist()),
+            prediction_type=prediction_type,
             clip_sample=bool(clip_sample), clip_sample_range=float(clip_sample_range),
             timestep_spacing=timestep_spacing, steps_offset=int(steps_offset), **extra)
         #: ``[T]`` float64 variances :math:`\beta_t`
@@ -192,7 +195,11 @@ class _DiscreteScheduler:
         if (num_inference_steps is None) == (timesteps is None):
             raise ValueError("pass exactly one of 'num_inference_steps' and 'timesteps'")
         if timesteps is not None:
-            ts = torch.as_tensor(list(timesteps), dtype=torch.long)
+            ts = torch.as_tensor(list(timesteps))
+            if ts.is_floating_point() or ts.is_complex() or ts.dtype == torch.bool:
+                raise ValueError(f"'timesteps' must be integers (got {ts.dtype}: a float "
+                                 f"timestep would be truncated)")
+            ts = ts.long()
             if ts.dim() != 1 or ts.numel() == 0:
                 raise ValueError(f"'timesteps' must be a non-empty 1-D sequence (got {timesteps})")
             if (ts[1:] >= ts[:-1]).any():
@@ -203,21 +210,27 @@ class _DiscreteScheduler:
             self.num_inference_steps = ts.numel()
             self.timesteps = ts.to(device)
             return
-        if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int)
-                or not 1 <= num_inference_steps <= T):
+        try:
+            n = check_int("num_inference_steps", num_inference_steps, 1)
+        except ValueError:
+            n = None
+        if n is None or n > T:
             raise ValueError(f"'num_inference_steps' must be an int in [1, {T}] "
                              f"(got {num_inference_steps!r})")
-        n = num_inference_steps
         spacing = self.config.timestep_spacing
         if spacing == "linspace":
             ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round().flip(0)
         elif spacing == "leading":
             ratio = T // n
             ts = (torch.arange(n, dtype=torch.float64) * ratio).flip(0) + self.config.steps_offset
-        else:  # trailing
+        else:  # trailing: round(T - k T / n) - 1, k = 0..n-1. The arange (diffusers' form,
+            # kept for its exact values at half-integers) can pick up an (n+1)-th value, -1,
+            # through round-off: only its first n are the schedule
             ratio = T / n
-            ts = torch.round(torch.arange(T, 0, -ratio, dtype=torch.float64)) - 1
+            ts = (torch.round(torch.arange(T, 0, -ratio, dtype=torch.float64)) - 1)[:n]
         ts = ts.long()
+        if ts.min() < 0:        # cannot happen with the spacings above; guards edits
+            raise ValueError(f"{spacing!r} spacing gave a negative timestep for n={n}")
         if ts.max() >= T:
             raise ValueError(f"'steps_offset'={self.config.steps_offset} pushes timesteps past "
                              f"{T - 1} with {n} inference steps")
@@ -247,7 +260,14 @@ class _DiscreteScheduler:
 
     # ------------------------------------------------------------------ forward process
     def _per_sample(self, timesteps, x: Tensor, name: str = "timesteps") -> Tensor:
-        t = torch.as_tensor(timesteps, device="cpu").long().reshape(-1)
+        t = torch.as_tensor(timesteps, device="cpu")
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"'{name}' must be integers (got {t.dtype}: a float timestep "
+                             f"would be truncated)")
+        if isinstance(x, Tensor) and not x.is_floating_point():
+            raise ValueError(f"the sample must be a floating tensor (got {x.dtype}: the "
+                             f"schedule's coefficients would be truncated to it)")
+        t = t.long().reshape(-1)
         T = self.config.num_train_timesteps
         if t.numel() == 0 or (t < 0).any() or (t >= T).any():
             raise ValueError(f"'{name}' must be integers in [0, {T - 1}] (got {t.tolist()[:8]})")

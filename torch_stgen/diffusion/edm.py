@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .ddpm import _fill_missing, _masked_mse, _randn
+from .._checks import check_int
+from .ddpm import _check_loss_batch, _fill_missing, _masked_mse, _randn
 
 __all__ = ["EDMPrecond", "edm_loss", "edm_sigma_steps", "edm_sampler"]
 
@@ -73,8 +74,8 @@ class EDMPrecond(nn.Module):
         super().__init__()
         if not callable(raw_net):
             raise TypeError(f"'raw_net' must be callable (got {type(raw_net).__name__})")
-        if not sigma_data > 0:
-            raise ValueError(f"'sigma_data' must be > 0 (got {sigma_data})")
+        if not 0 < sigma_data < math.inf:
+            raise ValueError(f"'sigma_data' must be a finite number > 0 (got {sigma_data})")
         self.raw_net = raw_net
         self.sigma_data = float(sigma_data)
 
@@ -166,15 +167,18 @@ def edm_loss(precond: Callable, x0: Tensor, P_mean: float = -1.2, P_std: float =
     Shapes:
         - **x0:** ``[B, *]``; **mask:** broadcastable to ``x0``; **sigma:** ``[B]``
     """
-    if not isinstance(x0, Tensor) or x0.dim() < 1 or not x0.is_floating_point():
-        raise ValueError(f"'x0' must be a floating tensor of shape [B, *] "
-                         f"(got {getattr(x0, 'shape', type(x0).__name__)})")
+    B = _check_loss_batch(x0)
     if not P_std > 0:
         raise ValueError(f"'P_std' must be > 0 (got {P_std})")
     sd = sigma_data if sigma_data is not None else getattr(precond, "sigma_data", None)
     if sd is None:
         raise ValueError("'sigma_data' must be given when 'precond' has no 'sigma_data'")
-    B = x0.shape[0]
+    try:
+        ok = 0 < float(sd) < math.inf
+    except (TypeError, ValueError, RuntimeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"'sigma_data' must be a finite number > 0 (got {sd!r})")
     if sigma is None:
         rnd = _randn((B,), generator, x0.device, x0.dtype)
         sigma = (rnd * P_std + P_mean).exp()
@@ -212,8 +216,7 @@ def edm_sigma_steps(num_steps: int = 18, sigma_min: float = 0.002, sigma_max: fl
     Returns:
         Tensor: ``float64`` tensor of shape ``[num_steps + 1]``, decreasing to 0.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"'num_steps' must be a positive int (got {num_steps!r})")
+    num_steps = check_int("num_steps", num_steps, 1)     # numpy integers too
     if not 0 < sigma_min < sigma_max or not math.isfinite(sigma_max):
         raise ValueError(f"need 0 < 'sigma_min' < 'sigma_max' < inf "
                          f"(got {sigma_min}, {sigma_max})")

@@ -23,6 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+
 __all__ = ["make_beta_schedule", "alphas_cumprod_from_betas"]
 
 #: default (beta_start, beta_end) per schedule
@@ -59,8 +61,7 @@ def make_beta_schedule(kind: str = "linear", num_steps: int = 1000,
     """
     if kind not in _KINDS:
         raise ValueError(f"'kind' must be one of {_KINDS} (got {kind!r})")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"'num_steps' must be a positive int (got {num_steps!r})")
+    num_steps = check_int("num_steps", num_steps, 1)     # numpy integers too
 
     if kind == "cosine":
         if beta_start is not None or beta_end is not None:
@@ -68,8 +69,8 @@ def make_beta_schedule(kind: str = "linear", num_steps: int = 1000,
                              "(use 'max_beta' to change its clip)")
         if not 0.0 < max_beta < 1.0:
             raise ValueError(f"'max_beta' must be in (0, 1) (got {max_beta})")
-        if cosine_s < 0:
-            raise ValueError(f"'cosine_s' must be >= 0 (got {cosine_s})")
+        if not 0 <= cosine_s < math.inf:
+            raise ValueError(f"'cosine_s' must be a finite number >= 0 (got {cosine_s})")
         steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
         g = torch.cos((steps + cosine_s) / (1.0 + cosine_s) * math.pi / 2) ** 2
         betas = 1.0 - g[1:] / g[:-1]

@@ -44,6 +44,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from .._checks import check_int
 from . import (add_checkpoint_arguments, add_device_arguments, checkpoint_path,
                positive_int_arg, prepare_output, resolve_device)
 
@@ -207,13 +208,15 @@ def _parse_patterns(flag: str, text: str, seed: int) -> list:
     return out
 
 
-def _check_args(args) -> None:
+def check_args(args) -> None:
     """Check the arguments of :func:`run` that argparse cannot (a ``Namespace`` built or
     changed in code, patterns, output folders); ``ValueError`` naming the flag. Run by
     :func:`run` before any data is loaded."""
     factor = getattr(args, "factor", None)
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"--factor must be a positive integer (got {factor!r})")
+    try:
+        args.factor = check_int("--factor", factor, 1)      # numpy integers too
+    except ValueError:
+        raise ValueError(f"--factor must be a positive integer (got {factor!r})") from None
     _parse_patterns("--patterns", args.patterns, args.seed)
     if getattr(args, "train_patterns", None):
         _parse_patterns("--train-patterns", args.train_patterns, args.seed)
@@ -427,7 +430,7 @@ def run(args) -> List[Dict]:
     from ..data import chronological_split, coarsen
     from ..metrics import mae, rmse
     _defaults(args)
-    _check_args(args)
+    check_args(args)
     args.device = str(resolve_device(getattr(args, "device", "cpu"),
                                      getattr(args, "tf32", False)))
     if args.threads:

@@ -251,10 +251,15 @@ def _isolated_rng(seed: int):
 
 
 def _resolve_torch_device(device: Any) -> torch.device:
-    """``device`` as a ``torch.device``, with a ``ValueError`` naming the argument."""
+    """``device`` as a ``torch.device`` (``None``: the CPU), with a ``ValueError`` naming
+    the argument."""
+    if device is None:
+        return torch.device("cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError):
+    except (RuntimeError, TypeError) as err:
+        if isinstance(device, int) and not isinstance(device, bool):   # an accelerator index
+            raise ValueError(f"'device' {device}: no accelerator here ({err})") from None
         raise ValueError(f"'device' must be 'cpu', 'cuda', 'cuda:N' or a torch.device "
                          f"(got {device!r})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -369,10 +374,12 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
         relation_dim (int, optional): relation embedding size d_r; ``None`` means ``dim``
             (needed to feed the relations to :class:`~torch_stgen.nn.GeometryMoEConv`).
         cache_dir (str or Path, optional): cache folder; ``None`` uses
-            ``$TORCH_STGEN_CACHE/tucker`` or ``~/.cache/torch_stgen/tucker``; ``False``
-            disables caching.
+            ``$TORCH_STGEN_CACHE/tucker`` or ``~/.cache/torch_stgen/tucker`` (if that is
+            not writable, a warning and no cache); ``False`` disables caching. A folder
+            given here that is not writable raises before training.
         progress (bool): show PyKEEN's tqdm progress bar over epochs. (default: ``True``)
-        device (str or torch.device): where to train; part of the cache key off the CPU.
+        device (str or torch.device): where to train (``None``: the CPU); part of the
+            cache key off the CPU.
             (default: ``'cpu'``)
         num_entities (int, optional): entity count when ``kg`` is a tensor.
         num_relations (int, optional): relation count when ``kg`` is a tensor.
@@ -461,7 +468,14 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
                 logger.warning("ignoring unreadable cache file %s (%s)", cache_path, err)
         # a miss: the folder must take the result, checked now rather than after training
         # (a read-only folder holding the file is fine for a hit)
-        _prepare_cache_dir(folder)
+        try:
+            _prepare_cache_dir(folder)
+        except ValueError as err:
+            if cache_dir is not None:       # the caller's own folder: say so at once
+                raise
+            logger.warning("the default TuckER cache folder is not usable (%s); training "
+                           "without a cache", err)
+            cache_path = None
 
     tf = _triples_factory(triples, n_e, n_r, entities, relations)
     from pykeen.training import LCWATrainingLoop, SLCWATrainingLoop

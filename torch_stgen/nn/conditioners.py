@@ -47,12 +47,21 @@ KEYS = ("vector", "map", "features")
 _SIZE_ATTR = {"vector": "vector_dim", "map": "map_channels", "features": "feature_channels"}
 
 
+class _MissingKey(KeyError):
+    """A built-in conditioner's missing batch key (``.key``), already explained."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 def _get(batch: Dict[str, Tensor], key: str, owner: str) -> Tensor:
     if not isinstance(batch, dict):
         raise TypeError(f"{owner} expects 'batch' to be a dict of tensors "
                         f"(got {type(batch).__name__})")
     if key not in batch:
-        raise KeyError(f"{owner} needs batch[{key!r}] (batch has keys {sorted(batch)})")
+        raise _MissingKey(key, f"{owner} needs batch[{key!r}] (batch has keys "
+                               f"{sorted(batch)})")
     return torch.as_tensor(batch[key])
 
 
@@ -364,7 +373,8 @@ class ConditionerStack(Conditioner):
             try:
                 out = c(batch)
             except KeyError as err:     # name the conditioner and what the batch holds
-                raise KeyError(f"{type(c).__name__} reads batch key {err} that the batch "
+                key = err.key if isinstance(err, _MissingKey) else err.args[0]
+                raise KeyError(f"{type(c).__name__} reads batch key {key!r} that the batch "
                                f"lacks (it has {sorted(batch)}); the models fill extra keys "
                                f"from the user's inputs, one row per map or sample "
                                f"(DiffRecon: step_inputs, KGDiff: inputs)") from None
