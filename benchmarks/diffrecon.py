@@ -11,6 +11,7 @@ Examples::
 """
 import sys
 
+from torch_stgen.experiments import resolve_device
 from torch_stgen.experiments.diffrecon import (_defaults, build_parser, check_args,
                                                merge_rows, print_table, run)
 
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
         _defaults(args)
         try:                # flag errors as argparse errors, before anything runs
             check_args(args)
+            resolve_device(args.device, args.tf32)
         except ValueError as err:
             parser.error(str(err))
     rows = merge_rows(args.merge) if args.merge else run(args)

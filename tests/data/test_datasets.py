@@ -336,5 +336,13 @@ def test_time_inputs_refuse_numbers_timezones_and_2d_latitudes():
         time_features(idx, encoding="raw")
     naive = time_features(idx.tz_localize(None), encoding="raw")
     assert naive[:, 0].tolist() == [8.0, 9.0]
-    with pytest.raises(ValueError, match=r"'lat' must have shape \[N\]"):   # pos [N, 2]
+    for aware in (list(idx), np.array(["2024-01-01T08:00-05:00", "2024-01-01T09:00-05:00"])):
+        with pytest.raises(ValueError, match="timezone-aware"):
+            time_features(aware, encoding="raw")
+    # the containers check as well: their timestamps feed every day cut and calendar
+    with pytest.raises(ValueError, match="GraphSeries 'timestamps' are timezone-aware"):
+        GraphSeries(torch.ones(2, 3), timestamps=idx)
+    with pytest.raises(ValueError, match="GraphSeries 'timestamps' must be .*not numbers"):
+        GraphSeries(torch.ones(2, 3), timestamps=np.array([1704067200, 1704070800]))
+    with pytest.raises(ValueError, match=r"'lat' must have shape \[N\].*reshape\(-1\)"):
         split_nodes_by_latitude(torch.tensor([[1., 10.], [2., 20.], [3., 30.]]), 0.3)

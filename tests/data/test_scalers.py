@@ -107,3 +107,8 @@ def test_minmax_state_keeps_its_range_and_masks_are_checked():
             StandardScaler().fit(x, torch.tensor([1.0, bad, 1.0]))
     with pytest.raises(ValueError, match="'eps' must be >= 0"):
         StandardScaler(eps=-1.0)
+    with pytest.raises(ValueError, match="'feature_range' must be"):
+        MinMaxScaler().load_state_dict(dict(mm.state_dict(),
+                                            feature_range=torch.tensor([1.0, 0.0])))
+    with pytest.raises(ValueError, match="'eps' must be >= 0"):
+        MinMaxScaler().load_state_dict(dict(mm.state_dict(), eps=torch.tensor(-1.0)))

@@ -391,7 +391,10 @@ def test_schedulers_refuse_truncated_timesteps_and_rebuild_custom_betas():
         sched.set_timesteps(timesteps=[15.7, 5.2])
     sched.set_timesteps(np.int64(5))                       # numpy integers are integers
     assert sched.num_inference_steps == 5
-    custom = DDPMScheduler(trained_betas=[0.1, 0.2, 0.3])
+    betas = make_beta_schedule("cosine", 200)            # float64, not float32-exact
+    custom = DDPMScheduler(trained_betas=betas)
     again = DDPMScheduler(**custom.config)                # the config holds the betas
-    assert torch.equal(again.betas, custom.betas) and again.config.beta_schedule == "custom"
+    assert torch.equal(again.betas, betas) and again.config.beta_schedule == "custom"
+    # a list of Python floats is float64 too (it passed through float32: 2e-8 off)
+    assert torch.equal(DDPMScheduler(trained_betas=betas.tolist()).betas, betas)
     assert torch.equal(DDIMScheduler(**DDIMScheduler(30).config).betas, DDIMScheduler(30).betas)

@@ -164,3 +164,25 @@ def test_kgdiff_run_checks_before_loading(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--methods", "kgdif", "--no-progress"])
     assert "--methods: unknown method 'kgdif'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "nope"], "--methods: unknown method 'nope'"),
+    (["--patterns", "nonsense"], "--patterns: 'nonsense' is not a pattern"),
+    (["--device", "tpu"], "--device must be"),
+])
+def test_diffrecon_benchmark_script_reports_flag_errors(monkeypatch, capsys, argv, message):
+    """benchmarks/diffrecon.py ended bad flags in a traceback from inside run()."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "diffrecon.py"
+    spec = importlib.util.spec_from_file_location("diffrecon_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def boom(args):     # were the check to fail, the benchmark must not run
+        raise AssertionError(f"{argv} was not refused")
+    monkeypatch.setattr(script, "run", boom)
+    with pytest.raises(SystemExit) as exc:
+        script.main(argv + ["--quick", "--no-progress"])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

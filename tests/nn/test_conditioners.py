@@ -232,3 +232,14 @@ def test_stack_names_the_missing_key_once():
     msg = str(err.value)
     assert "ExternalConditioner reads batch key 'time_y' that the batch lacks (it has " \
            "['obs'])" in msg and "needs batch" not in msg
+    with pytest.raises(KeyError) as nested:                 # a stack inside a stack
+        ConditionerStack([ConditionerStack([ExternalConditioner(8)])])({"obs": torch.zeros(1)})
+    assert str(nested.value) == msg
+
+    class Bare(Conditioner):
+        vector_dim = 4
+
+        def forward(self, batch):
+            raise KeyError()                                # no key at all: no IndexError
+    with pytest.raises(KeyError, match="Bare reads batch key None"):
+        ConditionerStack([Bare()])({"obs": torch.zeros(1)})

@@ -200,8 +200,9 @@ def test_input_errors():
         small_unet(num_heads=3)
     with pytest.raises(ValueError, match="'inter_resize'"):
         small_unet(inter_resize="cubic")
-    with pytest.raises(ValueError, match="'channel_mult'"):
-        small_unet(channel_mult=())
+    for bad in ((), (1, 1.5), 2, (1, 0)):          # (1, 1.5) was silently (1, 1)
+        with pytest.raises(ValueError, match="'channel_mult' must be a non-empty sequence"):
+            small_unet(channel_mult=bad)
 
 
 def test_repr():

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from .._checks import check_int
 from .patterns import SparsePattern
-from .series import GraphSeries, GridSeries
+from .series import GraphSeries, GridSeries, as_minutes as _as_minutes
 
 __all__ = ["chronological_split", "time_features", "WindowDataset", "DailyDataset",
            "split_nodes_by_latitude"]
@@ -85,7 +85,8 @@ def split_nodes_by_latitude(lat, test_frac: float = 0.3, direction: str = "south
         if not isinstance(lat, Tensor) else lat.detach().double().cpu()
     if lat.dim() != 1:      # e.g. pos [N, 2]: flattening it would split 2N "nodes"
         raise ValueError(f"'lat' must have shape [N] (one latitude per node; got "
-                         f"{tuple(lat.shape)})")
+                         f"{tuple(lat.shape)}); for a grid's [H, W] latitudes pass "
+                         f"lat.reshape(-1) (row-major node order)")
     n = lat.numel()
     if n < 2 or not torch.isfinite(lat).all():
         raise ValueError(f"'lat' must be [N >= 2] finite latitudes (got {n} values)")
@@ -109,31 +110,6 @@ def split_nodes_by_latitude(lat, test_frac: float = 0.3, direction: str = "south
 
 
 # --------------------------------------------------------------------------- time
-def _as_minutes(timestamps) -> np.ndarray:
-    """``timestamps`` as ``datetime64[m]`` wall-clock times. Numbers are refused (seconds
-    since the epoch would be read as minutes), and so are timezone-aware times (numpy
-    converts them to UTC, so a local 8 am would become another hour)."""
-    if getattr(timestamps, "tz", None) is not None or getattr(
-            getattr(timestamps, "dtype", None), "tz", None) is not None:
-        raise ValueError("'timestamps' are timezone-aware: pass local wall-clock times "
-                         "(e.g. pandas' index.tz_localize(None)); numpy would convert them "
-                         "to UTC")
-    raw = np.asarray(timestamps)
-    if raw.dtype.kind in "biufc":
-        raise ValueError(f"'timestamps' must be datetime64 values or ISO strings, not "
-                         f"numbers (got {raw.dtype}); convert epoch seconds with "
-                         f"np.asarray(t, dtype='datetime64[s]')")
-    try:
-        ts = raw.astype("datetime64[m]")
-    except (ValueError, TypeError):
-        raise ValueError("'timestamps' must be datetime64 values or ISO strings") from None
-    if ts.ndim != 1:
-        raise ValueError(f"'timestamps' must have shape (T,) (got {ts.shape})")
-    if np.isnat(ts).any():
-        raise ValueError("'timestamps' contains NaT")
-    return ts
-
-
 def _weekday(days: np.ndarray) -> np.ndarray:
     """Monday = 0 ... Sunday = 6 for ``datetime64[D]`` values (1970-01-01 was a Thursday)."""
     return (days.astype(np.int64) + 3) % 7

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..typing import require
-from .series import GraphSeries, GridSeries
+from .series import GraphSeries, GridSeries, as_minutes
 
 __all__ = ["read_deepst_h5", "read_dcrnn", "read_urbanfm", "read_npz", "write_npz",
            "parse_freq"]
@@ -456,10 +456,9 @@ def read_npz(path: PathLike) -> Union[GridSeries, GraphSeries]:
     timestamps = None
     if "timestamps" in arrays:
         try:
-            timestamps = np.asarray(arrays["timestamps"]).astype("datetime64[m]")
-        except ValueError:
-            raise ValueError(f"'{path.name}' 'timestamps' must be datetime64 or ISO "
-                             f"strings") from None
+            timestamps = as_minutes(arrays["timestamps"])
+        except ValueError as err:
+            raise ValueError(f"'{path.name}' {err}") from None
     elif "start" in arrays:
         if "freq" not in arrays:
             raise ValueError(f"'{path.name}' has 'start' but no 'freq' (e.g. '60min')")

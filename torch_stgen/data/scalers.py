@@ -156,7 +156,10 @@ class _Scaler:
 
     def _load_settings(self, state: Dict[str, Tensor]) -> None:
         if "eps" in state:
-            self.eps = float(state["eps"])
+            eps = float(state["eps"])
+            if not eps >= 0:
+                raise ValueError(f"state 'eps' must be >= 0 (got {eps})")
+            self.eps = eps
 
     def _check_input(self, x: Tensor) -> Tensor:
         self._check_fitted()
@@ -255,6 +258,9 @@ class MinMaxScaler(_Scaler):
         super()._load_settings(state)
         if "feature_range" in state:
             a, b = (float(v) for v in state["feature_range"])
+            if not a < b:
+                raise ValueError(f"state 'feature_range' must be (a, b) with a < b "
+                                 f"(got {(a, b)})")
             self.feature_range = (a, b)
 
     def _compute(self, x, obs, reduced, count):

@@ -4,6 +4,7 @@ Both keep the raw values, the *observed* mask (1 = a real reading, 0 = missing; 
 value is stored as 0, never NaN) and the timestamps. They are what the readers and the
 synthetic city return, and what the windowed datasets consume.
 """
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -12,7 +13,7 @@ import torch
 
 from .._checks import check_binary_mask
 
-__all__ = ["GridSeries", "GraphSeries"]
+__all__ = ["GridSeries", "GraphSeries", "as_minutes"]
 
 
 def _nan_to_missing(data: torch.Tensor, mask: Optional[torch.Tensor]):
@@ -23,11 +24,52 @@ def _nan_to_missing(data: torch.Tensor, mask: Optional[torch.Tensor]):
     return data, mask.to(data.dtype)
 
 
+def as_minutes(timestamps) -> np.ndarray:
+    """``timestamps`` as a ``(T,)`` ``datetime64[m]`` array of wall-clock times.
+
+    Numbers are refused (epoch seconds would be read as minutes), and so are
+    timezone-aware times (pandas' tz-aware index, ``datetime`` objects with ``tzinfo``, ISO
+    strings with an offset): numpy converts them to UTC, so a local 8 am would become
+    another hour. Pass local times, e.g. ``index.tz_localize(None)``.
+    """
+    tz_msg = ("'timestamps' are timezone-aware: pass local wall-clock times (e.g. "
+              "pandas' index.tz_localize(None)); numpy would convert them to UTC")
+    if getattr(timestamps, "tz", None) is not None or getattr(
+            getattr(timestamps, "dtype", None), "tz", None) is not None:
+        raise ValueError(tz_msg)
+    raw = np.asarray(timestamps)
+    if raw.size and raw.dtype.kind in "biufc":
+        raise ValueError(f"'timestamps' must be datetime64 values or ISO strings, not "
+                         f"numbers (got {raw.dtype}); convert epoch seconds with "
+                         f"np.asarray(t, dtype='datetime64[s]')")
+    if raw.dtype == object and any(getattr(t, "tzinfo", None) is not None
+                                   for t in raw.reshape(-1)):
+        raise ValueError(tz_msg)
+    with warnings.catch_warnings():
+        # numpy only warns when it converts an offset ("...T08:00-05:00") to UTC
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            ts = raw.astype("datetime64[m]")
+        except (UserWarning, DeprecationWarning):
+            raise ValueError(tz_msg) from None
+        except (ValueError, TypeError):
+            raise ValueError("'timestamps' must be datetime64 values or ISO strings") from None
+    if ts.ndim != 1:
+        raise ValueError(f"'timestamps' must have shape (T,) (got {ts.shape})")
+    if np.isnat(ts).any():
+        raise ValueError("'timestamps' contains NaT")
+    return ts
+
+
 def _check_time_axis(series) -> None:
     """Validate and convert the per-step attributes ``timestamps`` and ``ext``."""
     kind, T = type(series).__name__, series.data.shape[0]
     if series.timestamps is not None:
-        series.timestamps = np.asarray(series.timestamps).astype("datetime64[m]")
+        try:
+            series.timestamps = as_minutes(series.timestamps)
+        except ValueError as err:
+            raise ValueError(f"{kind} {err}") from None
         if len(series.timestamps) != T:
             raise ValueError(f"{kind} 'timestamps' must have length T={T} "
                              f"(got {len(series.timestamps)})")

@@ -196,7 +196,8 @@ class _DiscreteScheduler:
             raise ValueError("pass exactly one of 'num_inference_steps' and 'timesteps'")
         if timesteps is not None:
             ts = torch.as_tensor(list(timesteps))
-            if ts.is_floating_point() or ts.is_complex() or ts.dtype == torch.bool:
+            if ts.numel() and (ts.is_floating_point() or ts.is_complex()
+                               or ts.dtype == torch.bool):
                 raise ValueError(f"'timesteps' must be integers (got {ts.dtype}: a float "
                                  f"timestep would be truncated)")
             ts = ts.long()
@@ -261,7 +262,7 @@ class _DiscreteScheduler:
     # ------------------------------------------------------------------ forward process
     def _per_sample(self, timesteps, x: Tensor, name: str = "timesteps") -> Tensor:
         t = torch.as_tensor(timesteps, device="cpu")
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
             raise ValueError(f"'{name}' must be integers (got {t.dtype}: a float timestep "
                              f"would be truncated)")
         if isinstance(x, Tensor) and not x.is_floating_point():

@@ -108,7 +108,9 @@ def alphas_cumprod_from_betas(betas: Tensor) -> Tensor:
 
 def check_betas(betas, name: str = "betas") -> Tensor:
     """Validate a 1-D schedule and return it as a ``float64`` CPU tensor."""
-    betas = torch.as_tensor(betas).detach().to("cpu", torch.float64)
+    # non-tensors straight to float64 (a list of Python floats would pass through float32)
+    betas = (betas.detach() if isinstance(betas, Tensor)
+             else torch.as_tensor(betas, dtype=torch.float64)).to("cpu", torch.float64)
     if betas.dim() != 1 or betas.numel() == 0:
         raise ValueError(f"'{name}' must have shape [T] with T >= 1 (got {tuple(betas.shape)})")
     if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():

@@ -217,6 +217,10 @@ def check_args(args) -> None:
         args.factor = check_int("--factor", factor, 1)      # numpy integers too
     except ValueError:
         raise ValueError(f"--factor must be a positive integer (got {factor!r})") from None
+    for m in (m.strip() for m in str(args.methods).split(",") if m.strip()):
+        if m not in METHODS:
+            raise ValueError(f"--methods: unknown method {m!r}; choose from "
+                             f"{', '.join(METHODS)}")
     _parse_patterns("--patterns", args.patterns, args.seed)
     if getattr(args, "train_patterns", None):
         _parse_patterns("--train-patterns", args.train_patterns, args.seed)
@@ -436,10 +440,6 @@ def run(args) -> List[Dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"--methods: unknown method {m!r}; choose from "
-                             f"{', '.join(METHODS)}")
     patterns = _parse_patterns("--patterns", args.patterns, args.seed)
     name, fine, timestamps, holidays, ext = _load(args)
     fine = fine.float()

@@ -50,9 +50,9 @@ _SIZE_ATTR = {"vector": "vector_dim", "map": "map_channels", "features": "featur
 class _MissingKey(KeyError):
     """A built-in conditioner's missing batch key (``.key``), already explained."""
 
-    def __init__(self, key: str, message: str):
+    def __init__(self, key: str, message: str, explained: bool = False):
         super().__init__(message)
-        self.key = key
+        self.key, self.explained = key, explained
 
 
 def _get(batch: Dict[str, Tensor], key: str, owner: str) -> Tensor:
@@ -373,11 +373,15 @@ class ConditionerStack(Conditioner):
             try:
                 out = c(batch)
             except KeyError as err:     # name the conditioner and what the batch holds
-                key = err.key if isinstance(err, _MissingKey) else err.args[0]
-                raise KeyError(f"{type(c).__name__} reads batch key {key!r} that the batch "
-                               f"lacks (it has {sorted(batch)}); the models fill extra keys "
-                               f"from the user's inputs, one row per map or sample "
-                               f"(DiffRecon: step_inputs, KGDiff: inputs)") from None
+                if isinstance(err, _MissingKey) and err.explained:
+                    raise                  # from a nested stack: already explained
+                key = err.key if isinstance(err, _MissingKey) else (
+                    err.args[0] if err.args else None)
+                raise _MissingKey(key, f"{type(c).__name__} reads batch key {key!r} that the "
+                                       f"batch lacks (it has {sorted(batch)}); the models "
+                                       f"fill extra keys from the user's inputs, one row "
+                                       f"per map or sample (DiffRecon: step_inputs, "
+                                       f"KGDiff: inputs)", explained=True) from None
             out = c.check(out)
             for k, v in out.items():
                 parts[k].append(v)

@@ -173,8 +173,9 @@ class TimeFeatureEmbedding(nn.Module):
     integer hours.
 
     Accepted encodings of the last axis (``encoding="auto"`` picks by its size; all
-    three give the **same** :math:`\phi` for the same instant, so one trained embedding
-    serves them all):
+    three give the **same** :math:`\phi` for the same instant on whole hours, so one
+    trained embedding serves them all; onehot carries the hour only, so between whole
+    hours it gives the hour's :math:`\phi` while raw and cyclic keep the minutes):
 
     * **raw**, 3 values ``[hour, weekday, holiday]``: ``hour`` in ``[0, hour_period)``
       (fractions allowed, 13.5 is 13:30; default ``hour_period=24``, pass ``1`` for a

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .embeddings import TimestepEmbedding, _check_finite
 
 __all__ = ["UNet2D"]
@@ -226,10 +227,14 @@ class UNet2D(nn.Module):
                             ("inter_channels", inter_channels, 0), ("num_heads", num_heads, 1)):
             if int(v) != v or v < lo:
                 raise ValueError(f"'{name}' must be an integer >= {lo} (got {v})")
-        channel_mult = tuple(int(m) for m in channel_mult)
-        if not channel_mult or min(channel_mult) < 1:
+        given = channel_mult
+        try:            # a float multiplier (1.5) was truncated; a bare int not iterable
+            channel_mult = tuple(check_int("channel_mult", m, 1) for m in channel_mult)
+        except (TypeError, ValueError):
+            channel_mult = ()
+        if not channel_mult:
             raise ValueError(f"'channel_mult' must be a non-empty sequence of positive "
-                             f"integers (got {channel_mult})")
+                             f"integers (got {given!r})")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"'dropout' must lie in [0, 1) (got {dropout})")
         if inter_init not in _INTER_INIT:
