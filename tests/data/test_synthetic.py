@@ -218,3 +218,12 @@ def test_bad_parameters():
         SyntheticCity(bbox=(41.0, 40.0, -74.0, -73.9))
     with pytest.raises(ValueError, match="'rush_drop'"):
         SyntheticCity(rush_drop=50.0)
+
+
+def test_one_holiday_string_is_one_date():
+    """A single date string was iterated character by character (a raw numpy error)."""
+    from torch_stgen.data import SyntheticCity
+    city = SyntheticCity(seed=0, height=4, width=4, days=7, holidays="2024-01-02")
+    assert city.holidays.astype(str).tolist() == ["2024-01-02"]
+    with pytest.raises(ValueError, match="'holidays' must be dates"):
+        SyntheticCity(seed=0, height=4, width=4, days=7, holidays=["not a date"])

@@ -203,6 +203,12 @@ def test_input_errors():
     for bad in ((), (1, 1.5), 2, (1, 0)):          # (1, 1.5) was silently (1, 1)
         with pytest.raises(ValueError, match="'channel_mult' must be a non-empty sequence"):
             small_unet(channel_mult=bad)
+    # a factor no level has was ignored: a U-Net without the attention asked for
+    with pytest.raises(ValueError, match=r"'attention_resolutions' \[3\] are not "
+                                         r"downsampling factors .* \[1, 2\]"):
+        small_unet(attention_resolutions=(3,))
+    with pytest.raises(ValueError, match="'time_embed_dim' must be a positive integer"):
+        small_unet(time_embed_dim=0)                # was silently the default
 
 
 def test_repr():

@@ -230,8 +230,14 @@ class SyntheticCity:
             pick = np.sort(self._rng["calendar"].choice(working, size=n, replace=False))
             self.holidays = days[pick]
         else:
-            self.holidays = np.array(sorted({np.datetime64(h, "D") for h in holidays}),
-                                     dtype="datetime64[D]")
+            if isinstance(holidays, (str, np.datetime64)):   # one date, not its characters
+                holidays = [holidays]
+            try:
+                self.holidays = np.array(sorted({np.datetime64(h, "D") for h in holidays}),
+                                         dtype="datetime64[D]")
+            except (TypeError, ValueError):
+                raise ValueError(f"'holidays' must be dates (ISO strings or datetime64) "
+                                 f"(got {holidays!r})") from None
         self.day_is_holiday = np.isin(days, self.holidays)
         self.day_is_weekend = (dow >= 5) | self.day_is_holiday
         self.day_of_week = dow

@@ -246,7 +246,19 @@ class UNet2D(nn.Module):
         self.model_channels = int(model_channels)
         self.channel_mult = channel_mult
         self.num_res_blocks = int(num_res_blocks)
-        self.attention_resolutions = tuple(int(a) for a in attention_resolutions)
+        self.attention_resolutions = tuple(check_int("attention_resolutions", a, 1)
+                                           for a in attention_resolutions)
+        reachable = [2 ** level for level in range(len(channel_mult))]
+        unreachable = [a for a in self.attention_resolutions if a not in reachable]
+        if unreachable:         # they used to be ignored: no attention at all
+            raise ValueError(f"'attention_resolutions' {unreachable} are not downsampling "
+                             f"factors of this U-Net (with {len(channel_mult)} levels: "
+                             f"{reachable})")
+        if time_embed_dim is not None and (isinstance(time_embed_dim, bool)
+                                           or int(time_embed_dim) != time_embed_dim
+                                           or time_embed_dim < 1):
+            raise ValueError(f"'time_embed_dim' must be a positive integer or None "
+                             f"(got {time_embed_dim!r})")
         self.dropout = float(dropout)
         self.cond_dim = int(cond_dim)
         self.film = bool(film)
