@@ -177,3 +177,15 @@ def test_crps_errors():
         crps(torch.randn(1, 3), torch.randn(3), fair=True)
     with pytest.raises(ValueError, match="all zero"):
         crps(torch.randn(4, 3), torch.randn(3), mask=torch.zeros(3))
+
+
+def test_metric_arguments_refused_by_name():
+    """Each was a raw Python / torch error or a silent 0 (kernel_mul=inf)."""
+    x, y = torch.randn(6, 3), torch.randn(5, 3) + 3
+    with pytest.raises(ValueError, match="'kernel_mul' must be a finite number > 0"):
+        mmd(x, y, kernel_mul=float("inf"))
+    with pytest.raises(ValueError, match=r"'range' must be a \(low, high\) pair \(got 5\)"):
+        jsd(x, y, range=5)
+    with pytest.raises(ValueError, match="'bins' must be a positive integer"):
+        jsd(x, y, bins=None)
+    assert jsd(x, y, bins=10.0) == jsd(x, y, bins=10)

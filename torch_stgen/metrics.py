@@ -25,6 +25,7 @@ References:
     Ferro, "Fair scores for ensemble forecasts", QJRMS 2014, https://doi.org/10.1002/qj.2270.
 """
 import math
+import numbers
 from typing import Optional, Tuple
 
 import torch
@@ -173,8 +174,8 @@ def _mmd_batched(x: Tensor, y: Tensor, num_kernels: int, kernel_mul: float,
 def _check_kernels(num_kernels: int, kernel_mul: float, bandwidth: Optional[float]):
     if int(num_kernels) != num_kernels or num_kernels < 1:
         raise ValueError(f"'num_kernels' must be a positive integer (got {num_kernels})")
-    if not kernel_mul > 0:
-        raise ValueError(f"'kernel_mul' must be > 0 (got {kernel_mul})")
+    if not 0 < kernel_mul < math.inf:
+        raise ValueError(f"'kernel_mul' must be a finite number > 0 (got {kernel_mul})")
     if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
         raise ValueError(f"'bandwidth' must be a finite number > 0 or None (got {bandwidth})")
 
@@ -302,8 +303,9 @@ def jsd(x, y, bins: int = 50, range: Optional[Tuple[float, float]] = None,
     Shapes:
         ``x``: ``[*]``; ``y``: ``[*]``; output ``[]``.
     """
-    if int(bins) != bins or bins < 1:
-        raise ValueError(f"'bins' must be a positive integer (got {bins})")
+    if isinstance(bins, bool) or not isinstance(bins, numbers.Real) or int(bins) != bins \
+            or bins < 1:
+        raise ValueError(f"'bins' must be a positive integer (got {bins!r})")
     if base is not None and not (base > 0 and base != 1):
         raise ValueError(f"'base' must be > 0 and != 1, or None for natural log (got {base})")
     a = _as_float64(x, "x").reshape(-1).cpu()
@@ -317,8 +319,9 @@ def jsd(x, y, bins: int = 50, range: Optional[Tuple[float, float]] = None,
         lo = float(min(a.min(), b.min()))
         hi = float(max(a.max(), b.max()))
     else:
-        if len(range) != 2:
-            raise ValueError(f"'range' must be a (low, high) pair (got {range})")
+        if isinstance(range, (str, bytes)) or not hasattr(range, "__len__") \
+                or len(range) != 2:
+            raise ValueError(f"'range' must be a (low, high) pair (got {range!r})")
         lo, hi = float(range[0]), float(range[1])
         if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
             raise ValueError(f"'range' must be finite with low <= high (got {range})")

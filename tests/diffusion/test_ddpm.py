@@ -398,3 +398,12 @@ def test_schedulers_refuse_truncated_timesteps_and_rebuild_custom_betas():
     # a list of Python floats is float64 too (it passed through float32: 2e-8 off)
     assert torch.equal(DDPMScheduler(trained_betas=betas.tolist()).betas, betas)
     assert torch.equal(DDIMScheduler(**DDIMScheduler(30).config).betas, DDIMScheduler(30).betas)
+
+
+def test_non_finite_settings_and_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="'clip_sample_range' must be a finite number > 0"):
+        DDPMScheduler(10, clip_sample_range=float("nan"))
+    with pytest.raises(ValueError, match=r"'shape' must be a sequence \[B, \*\]"):
+        sample(lambda x, t: x, DDPMScheduler(10), shape=3)
+    with pytest.raises(ValueError, match=r"'shape' must be a sequence \[B, \*\]"):
+        sample(lambda x, t: x, DDPMScheduler(10), shape=(2, 1.5))

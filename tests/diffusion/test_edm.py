@@ -226,3 +226,14 @@ def test_edm_loss_refuses_an_empty_batch_and_a_bad_sigma_data():
             edm_loss(net, torch.zeros(2, 3), sigma_data=bad)
     import numpy as np
     assert edm_sigma_steps(np.int64(3)).shape == (4,)
+
+
+def test_non_finite_sampler_and_embedding_settings_are_refused():
+    from torch_stgen.nn import SinusoidalEmbedding
+    for kw in (dict(S_churn=float("nan")), dict(S_noise=float("inf"))):
+        with pytest.raises(ValueError, match="'S_churn' and 'S_noise' must be finite"):
+            edm_sampler(lambda x, s: x, torch.zeros(2, 3), num_steps=2, **kw)
+    with pytest.raises(ValueError, match="'max_period' must be a finite number > 1"):
+        SinusoidalEmbedding(8, max_period=float("inf"))
+    with pytest.raises(ValueError, match="'scale' must be finite"):
+        SinusoidalEmbedding(8, scale=float("nan"))

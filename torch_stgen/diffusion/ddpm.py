@@ -13,6 +13,7 @@ The schedulers follow the diffusers contract (``set_timesteps``, ``timesteps``,
 :math:`[-1, 1]`.
 """
 import logging
+import math
 from collections.abc import Mapping
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
@@ -141,8 +142,9 @@ class _DiscreteScheduler:
         if timestep_spacing not in _SPACINGS:
             raise ValueError(f"'timestep_spacing' must be one of {_SPACINGS} "
                              f"(got {timestep_spacing!r})")
-        if clip_sample_range <= 0:
-            raise ValueError(f"'clip_sample_range' must be > 0 (got {clip_sample_range})")
+        if not 0 < clip_sample_range < math.inf:
+            raise ValueError(f"'clip_sample_range' must be a finite number > 0 "
+                             f"(got {clip_sample_range})")
         if steps_offset < 0:
             raise ValueError(f"'steps_offset' must be >= 0 (got {steps_offset})")
         if trained_betas is not None:
@@ -722,8 +724,12 @@ def sample(model_fn: Callable[[Tensor, Tensor], Tensor], scheduler: Scheduler,
     if x_T is None:
         if shape is None:
             raise ValueError("pass 'shape' or 'x_T'")
-        shape = tuple(int(s) for s in shape)
-        if len(shape) < 1 or any(s < 1 for s in shape):
+        try:
+            shape = tuple(check_int("shape", s, 1) for s in shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"'shape' must be a sequence [B, *] of positive sizes "
+                             f"(got {shape!r})") from None
+        if len(shape) < 1:
             raise ValueError(f"'shape' must be [B, *] with positive sizes (got {shape})")
         x = _randn(shape, generator, device or "cpu", dtype) * scheduler.init_noise_sigma
     else:

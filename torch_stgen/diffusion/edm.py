@@ -279,8 +279,9 @@ def edm_sampler(denoiser: Callable, latents: Tensor, num_steps: int = 18,
     if not isinstance(latents, Tensor) or latents.dim() < 1 or not latents.is_floating_point():
         raise ValueError(f"'latents' must be a floating tensor of shape [B, *] "
                          f"(got {getattr(latents, 'shape', type(latents).__name__)})")
-    if S_churn < 0 or S_noise < 0:
-        raise ValueError(f"'S_churn' and 'S_noise' must be >= 0 (got {S_churn}, {S_noise})")
+    if not (0 <= S_churn < math.inf and 0 <= S_noise < math.inf):
+        raise ValueError(f"'S_churn' and 'S_noise' must be finite and >= 0 "
+                         f"(got {S_churn}, {S_noise})")
     dtype, device, B = latents.dtype, latents.device, latents.shape[0]
     t_steps = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho).tolist()
 

@@ -75,8 +75,10 @@ class SinusoidalEmbedding(nn.Module):
         super().__init__()
         if int(dim) < 2:
             raise ValueError(f"'dim' must be >= 2 (got {dim})")
-        if not max_period > 1:
-            raise ValueError(f"'max_period' must be > 1 (got {max_period})")
+        if not 1 < max_period < math.inf:
+            raise ValueError(f"'max_period' must be a finite number > 1 (got {max_period})")
+        if not math.isfinite(scale):
+            raise ValueError(f"'scale' must be finite (got {scale})")
         self.dim = int(dim)
         self.max_period = float(max_period)
         self.scale = float(scale)
