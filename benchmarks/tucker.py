@@ -30,6 +30,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from torch_stgen.experiments import prepare_output  # noqa: E402
 from torch_stgen.kg import link_prediction_mrr, pretrain_tucker  # noqa: E402
 
 DEFAULT_KG = HERE.parent.parent / "shared" / "data" / "nyc_urban_kg" / "kg.txt"
@@ -157,16 +158,11 @@ def parse_args(argv=None):
         p.error(f"--threads must be >= 0 (got {args.threads})")
     if not args.kg.is_file():
         p.error(f"--kg {args.kg}: no such file")
-    for path in (args.out.with_suffix(".json"), args.out.with_suffix(".md")):
-        if path.is_dir():
-            p.error(f"--out {args.out}: {path} is a directory")
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        p.error(f"--out {args.out}: cannot create the folder {args.out.parent} "
-                f"({err.strerror})")
-    if not os.access(args.out.parent, os.W_OK):
-        p.error(f"--out {args.out}: the folder {args.out.parent} is not writable")
+    try:                    # <out>.json and <out>.md: their folder, made before training
+        for path in (args.out.with_suffix(".json"), args.out.with_suffix(".md")):
+            prepare_output("--out", path)
+    except ValueError as err:
+        p.error(str(err))
     return p, args
 
 

@@ -5,7 +5,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["check_binary_mask", "check_int", "check_seed"]
+__all__ = ["check_binary_mask", "check_int", "check_seed", "is_integer_dtype"]
+
+
+def is_integer_dtype(t: Tensor) -> bool:
+    """Whether ``t`` holds integers proper: not floats (a ``.long()`` would truncate them),
+    complex numbers or booleans (which index as masks)."""
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
 
 
 def check_binary_mask(name: str, mask: Tensor, meaning: str = "1 = observed") -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .._checks import check_int
+from .._checks import check_int, is_integer_dtype
 from .patterns import SparsePattern
 from .series import GraphSeries, GridSeries, as_minutes as _as_minutes
 
@@ -201,7 +201,7 @@ def node_index(nodes, num_nodes: int, name: str = "nodes") -> Tensor:
             raise ValueError(f"a boolean '{name}' mask must have shape [N={num_nodes}] "
                              f"(got {tuple(idx.shape)})")
         return idx.nonzero().reshape(-1)
-    if idx.is_floating_point() or idx.is_complex() or idx.dim() > 1:
+    if not is_integer_dtype(idx) or idx.dim() > 1:
         raise ValueError(f"'{name}' must be 1-D integer node indices or a boolean [N] mask "
                          f"(got {tuple(idx.shape)}, {idx.dtype})")
     idx = idx.long().reshape(-1)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .patterns import _positive_int
+from .._checks import check_int
 
 __all__ = ["UrbanKG", "UrbanRegions", "read_nyc_urban_kg", "kg_from_sensor_graph",
            "kg_from_grid"]
@@ -541,7 +541,7 @@ def kg_from_sensor_graph(lat, lon, adj=None, bins: Sequence[float] = (1.0, 2.0, 
 def _grid_parts(height: int, width: int, regions=None, pois=None, poi_categories=None,
                 connectivity: int = 4):
     """Entity names and string triples of a grid KG (shared with the synthetic city)."""
-    height, width = _positive_int("height", height), _positive_int("width", width)
+    height, width = check_int("height", height, 1), check_int("width", width, 1)
     if connectivity not in (4, 8):
         raise ValueError(f"'connectivity' must be 4 or 8 (got {connectivity})")
     cells = [f"cell_{i}_{j}" for i in range(height) for j in range(width)]

@@ -24,12 +24,6 @@ __all__ = ["SparsePattern"]
 _KINDS = ("random", "fixed", "block")
 
 
-def _positive_int(name: str, value) -> int:
-    """``value`` as a Python int (any integer type, e.g. ``numpy.int64``), refused unless
-    it is a positive integer."""
-    return check_int(name, value, 1)
-
-
 class SparsePattern:
     r"""A seeded sparse observation pattern (DiffRecon §V-A).
 
@@ -160,7 +154,7 @@ class SparsePattern:
         Returns:
             float32 ``[T, H, W]``: 1 observed, 0 missing.
         """
-        T, H, W = (_positive_int(name, v) for name, v in (("T", T), ("H", H), ("W", W)))
+        T, H, W = (check_int(name, v, 1) for name, v in (("T", T), ("H", H), ("W", W)))
         if self.kind == "block":
             r0, r1, c0, c1 = self.block if self.block is not None else (H // 2, H, W // 2, W)
             if not (0 <= r0 < r1 <= H and 0 <= c0 < c1 <= W):
@@ -183,7 +177,7 @@ class SparsePattern:
         if self.kind == "block":
             raise ValueError("kind='block' needs a grid: call pattern(T, H, W); "
                              "'node_mask' supports 'fixed' and 'random'")
-        T, N = _positive_int("T", T), _positive_int("N", N)
+        T, N = check_int("T", T, 1), check_int("N", N, 1)
         return (~self._missing(T, N, "nodes")).float().contiguous()
 
     def __repr__(self) -> str:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_binary_mask, check_int
+from .._checks import check_binary_mask, check_int, is_integer_dtype
 from .schedules import check_betas, make_beta_schedule
 
 __all__ = ["FrozenConfig", "SchedulerOutput", "DDPMScheduler", "DDIMScheduler",
@@ -198,8 +198,7 @@ class _DiscreteScheduler:
             raise ValueError("pass exactly one of 'num_inference_steps' and 'timesteps'")
         if timesteps is not None:
             ts = torch.as_tensor(list(timesteps))
-            if ts.numel() and (ts.is_floating_point() or ts.is_complex()
-                               or ts.dtype == torch.bool):
+            if ts.numel() and not is_integer_dtype(ts):
                 raise ValueError(f"'timesteps' must be integers (got {ts.dtype}: a float "
                                  f"timestep would be truncated)")
             ts = ts.long()
@@ -264,7 +263,7 @@ class _DiscreteScheduler:
     # ------------------------------------------------------------------ forward process
     def _per_sample(self, timesteps, x: Tensor, name: str = "timesteps") -> Tensor:
         t = torch.as_tensor(timesteps, device="cpu")
-        if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        if t.numel() and not is_integer_dtype(t):
             raise ValueError(f"'{name}' must be integers (got {t.dtype}: a float timestep "
                              f"would be truncated)")
         if isinstance(x, Tensor) and not x.is_floating_point():
@@ -630,7 +629,7 @@ def _loss_timesteps(t, B: int, num_timesteps: int, generator: Optional[torch.Gen
         t = torch.randint(0, num_timesteps, (B,), generator=generator,
                           device=generator.device if generator is not None else "cpu")
     t = torch.as_tensor(t)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+    if not is_integer_dtype(t):
         raise ValueError(f"'{name}' must be an integer tensor (got {t.dtype})")
     t = t.long().to(device)
     if t.shape != (B,):

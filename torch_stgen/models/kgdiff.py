@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_binary_mask, check_seed
+from .._checks import check_binary_mask, check_seed, is_integer_dtype
 from ..data.datasets import node_index
 from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDiffusion
 from ..nn.conditioners import Conditioner, ConditionerStack, check_inputs
@@ -651,7 +651,7 @@ class KGDiff(nn.Module):
             raise ValueError("'x' has NaN or inf at observed entries: flag them missing "
                              "with 'mask' (0 = missing)")
         nodes = torch.as_tensor(nodes)
-        if nodes.is_floating_point() or nodes.dtype == torch.bool or nodes.is_complex():
+        if not is_integer_dtype(nodes):
             raise ValueError(f"'nodes' must hold one integer node index per series "
                              f"(got {nodes.dtype})")
         nodes = nodes.long().reshape(-1).cpu()

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
+from .._checks import is_integer_dtype
+
 __all__ = ["GeometryMoEConv"]
 
 _EXPERTS = ("E", "H", "S")
@@ -282,7 +284,7 @@ class GeometryMoEConv(MessagePassing):
                 or edge_type.numel() != num_edges):
             raise ValueError(f"'edge_type' must have shape [E] = [{num_edges}] (got "
                              f"{tuple(edge_type.shape) if isinstance(edge_type, Tensor) else type(edge_type)})")
-        if edge_type.is_floating_point() or edge_type.is_complex() or edge_type.dtype == torch.bool:
+        if not is_integer_dtype(edge_type):
             raise TypeError(f"'edge_type' must be an integer tensor of relation ids "
                             f"(got {edge_type.dtype})")
         if num_edges and (int(edge_type.min()) < 0

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, _plain
 from .distributed import DataParallelLoss, is_distributed, is_main_process
 from .ema import EMA
 
@@ -50,25 +50,19 @@ _HYPERPARAMETERS = ("lr", "initial_lr", "betas", "eps", "weight_decay", "momentu
                     "decoupled_weight_decay", "lr_decay", "rho")
 
 
-def _scalar(v):
-    """A numpy scalar or one-element tensor as a Python number (else ``v``)."""
-    if isinstance(v, np.generic) or (isinstance(v, Tensor) and v.numel() == 1):
-        return v.item()
-    return v
-
-
 def _optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> list:
     """The optimiser's class and each parameter group's hyperparameters
     (:data:`_HYPERPARAMETERS`) as the run starts: resuming with another optimiser or other
     hyperparameters is refused by name (``load_state_dict`` would otherwise keep the saved
-    learning rate silently, or fail on a missing key)."""
+    learning rate silently, or fail on a missing key). A one-element tensor setting counts
+    as its number; anything else that is not plain data as its ``repr``."""
     def plain(v):
-        v = _scalar(v)
-        if v is None or isinstance(v, (bool, int, float, str)):
-            return v
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return repr(v)
+        if isinstance(v, Tensor) and v.numel() == 1:
+            v = v.item()
+        try:
+            return _plain(v, "optimizer")
+        except TypeError:
+            return repr(v)
     groups = [{k: plain(g[k]) for k in _HYPERPARAMETERS if k in g}
               for g in optimizer.param_groups]
     return [type(optimizer).__name__, groups]
