@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     ext = bench.standardise_ext(ext, train)
     pick = (lambda x, s: None if x is None else x[s])
     spec = args.train_patterns or args.patterns
-    train_pats = [SparsePattern.parse(s.strip(), seed=args.seed) for s in spec.split(",")]
-    eval_pats = [s.strip() for s in args.patterns.split(",") if s.strip()] + ["none"]
+    train_pats = [SparsePattern.parse(s, seed=args.seed) for s in SparsePattern.split_specs(spec)]
+    eval_pats = SparsePattern.split_specs(args.patterns) + ["none"]
     coarse = coarsen(fine, N)
     steps_per_day = bench.steps_per_day_of(stamps)
     ctx = max(args.history_c, args.history_f or steps_per_day) - 1

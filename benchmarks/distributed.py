@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from torch_stgen.data import SparsePattern
 from torch_stgen.experiments import diffrecon as dr_exp
 from torch_stgen.experiments import kgdiff as kg_exp
 from torch_stgen.train import (cleanup_distributed, get_world_size, is_main_process,
@@ -49,7 +50,7 @@ def _diffrecon(steps: int, joint_steps: int, batch_size: int) -> dict:
     model = DiffRecon(**kw)
     t0 = time.perf_counter()
     model.fit(fine[train], time=time_[train], ext=None if ext is None else ext[train],
-              patterns=args.patterns.split(","), pretrain_steps=steps,
+              patterns=SparsePattern.split_specs(args.patterns), pretrain_steps=steps,
               joint_steps=joint_steps, joint_refresh=max(1, joint_steps // 2),
               batch_size=batch_size, seed=0)
     seconds = time.perf_counter() - t0

@@ -17,6 +17,14 @@ def test_baseline_command_prints_table_and_writes_json(tmp_path, capsys):
     assert all(r["mae"] > 0 and r["rmse"] >= r["mae"] for r in rows)
 
 
+def test_baseline_command_takes_a_block_with_bounds(tmp_path):
+    out = tmp_path / "rows.json"
+    assert main(["baseline", "--height", "8", "--width", "8", "--days", "8",
+                 "--patterns", "block:0,2,0,4,fixed:0.25", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["pattern"], r["ratio"]) for r in rows] == [("block", 0.5), ("fixed", 0.25)]
+
+
 def test_run_passes_device_and_plot_dir_to_both_demos(tmp_path, monkeypatch):
     """`torch-stgen run --device ... --plot-dir DIR` reaches each demo (the demos themselves
     run in tests/experiments with tiny settings)."""

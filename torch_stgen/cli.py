@@ -55,8 +55,8 @@ def _check_baseline_args(parser: argparse.ArgumentParser, args) -> None:
     if args.height % args.factor or args.width % args.factor:
         parser.error(f"--factor {args.factor} must divide --height {args.height} and "
                      f"--width {args.width}")
-    specs = [spec.strip() for spec in args.patterns.split(",")]
-    if not any(specs):
+    specs = SparsePattern.split_specs(args.patterns)
+    if not specs:
         parser.error("--patterns must name at least one pattern, e.g. 'fixed:0.4,block'")
     h, w = args.height // args.factor, args.width // args.factor
     for spec in specs:
@@ -94,8 +94,8 @@ def run_baseline(args) -> List[dict]:
 
     method = InterpolationUpsampling(args.factor).fit(fine[train])
     rows = []
-    for spec in args.patterns.split(","):              # checked by _check_baseline_args
-        pattern = SparsePattern.parse(spec.strip(), seed=args.seed)
+    for spec in SparsePattern.split_specs(args.patterns):  # checked by _check_baseline_args
+        pattern = SparsePattern.parse(spec, seed=args.seed)
         c_test, f_test = coarse[test], fine[test]
         T, C, h, w = c_test.shape
         mask = pattern(T, h, w).unsqueeze(1).expand(T, C, h, w)
@@ -152,7 +152,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--days", type=int, default=28)
     b.add_argument("--factor", type=int, default=2)
     b.add_argument("--patterns", default=DEFAULT_PATTERNS,
-                   help="comma-separated kind[:ratio] list (default: %(default)s)")
+                   help="comma-separated kind[:ratio] list, 'block:r0,r1,c0,c1' for "
+                        "another block (default: %(default)s)")
     b.add_argument("--out", default=None, help="write the rows as JSON to this file")
     for sp in (p, b):
         sp.add_argument("-v", "--verbose", action="store_true")

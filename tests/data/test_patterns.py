@@ -75,6 +75,26 @@ def test_parse_and_name():
         SparsePattern.parse("holes:0.2")
 
 
+def test_split_specs_keeps_block_bounds_whole():
+    """`--patterns fixed:0.4,block:0,2,0,2` was split at every comma, so a block with its
+    own bounds could not be named on the command line."""
+    split = SparsePattern.split_specs
+    assert split("fixed:0.4,block:2,4,0,2,random:0.2") == \
+        ["fixed:0.4", "block:2,4,0,2", "random:0.2"]
+    assert split(" block , block: 0, 2 ,0,2,,fixed:0.2,") == \
+        ["block", "block:0,2,0,2", "fixed:0.2"]
+    assert split("block:0,2,0,2,block:2,4,2,4") == ["block:0,2,0,2", "block:2,4,2,4"]
+    specs = split("random:0.2,block:0,1,0,3")
+    masks = [SparsePattern.parse(s)(1, 4, 4) for s in specs]
+    assert masks[1][0, 0, :3].eq(0).all() and masks[1].sum() == 13
+    # splitting never invents bounds: a short list is left for parse() to refuse
+    assert split("block:1,2,fixed:0.4") == ["block:1,2", "fixed:0.4"]
+    with pytest.raises(ValueError, match="'spec' 'block:1,2'"):
+        SparsePattern.parse(split("block:1,2")[0])
+    with pytest.raises(TypeError, match="'text' must be a comma-separated string"):
+        split(["fixed:0.4"])
+
+
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
 def test_bad_ratio(ratio):
     with pytest.raises(ValueError, match=r"'ratio' must be in \[0, 1\)"):

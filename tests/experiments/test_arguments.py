@@ -100,6 +100,8 @@ def test_diffrecon_factor_patterns_and_out_are_checked_first(tmp_path, monkeypat
         args = bench.build_parser().parse_args([flag, "random:0.4,nonsense"])
         with pytest.raises(ValueError, match=f"{flag}: 'nonsense' is not a pattern"):
             bench.run(args)
+    parsed = bench._parse_patterns("--patterns", "block:0,2,0,2,fixed:0.4", 0)
+    assert [p.name for p in parsed] == ["block:0,2,0,2", "fixed:0.4"]
     a_file = tmp_path / "afile"
     a_file.write_text("")
     for flag in ("--out", "--plot"):

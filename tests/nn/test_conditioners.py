@@ -176,6 +176,35 @@ def test_conditional_denoiser_glue_equals_manual_call():
         den(torch.randn(2, 3, 8, 8), t, batch)
 
 
+def test_conditional_denoiser_outputs_meet_x_t_device_and_dtype():
+    """Only the conditioner's 'map' was moved to x_t's device and dtype; a vector or
+    feature map kept on the CPU (a table, a numpy-fed conditioner) reached a GPU U-Net as
+    is. A recording U-Net on the 'meta' device shows what the glue hands over."""
+    class Outputs(Conditioner):
+        vector_dim, feature_channels, map_channels = 3, 2, 1
+
+        def forward(self, batch):
+            return {"vector": batch["v"], "features": batch["f"], "map": batch["m"]}
+
+    class RecordingUNet(nn.Module):
+        in_channels, out_channels, cond_dim, inter_channels = 2, 1, 3, 2
+
+        def forward(self, x, t, cond=None, inter=None):
+            self.seen = {"x": x, "cond": cond, "inter": inter}
+            return x[:, :1]
+
+    unet = RecordingUNet()
+    den = ConditionalDenoiser(unet, Outputs())
+    x_t = torch.zeros(2, 1, 8, 8, dtype=torch.float64, device="meta")
+    batch = {"v": torch.randn(2, 3), "f": torch.randn(2, 2, 4, 4),
+             "m": torch.randn(2, 1, 8, 8)}
+    den(x_t, torch.tensor([4, 40]), batch)
+    for key, shape in (("x", (2, 2, 8, 8)), ("cond", (2, 3)), ("inter", (2, 2, 4, 4))):
+        seen = unet.seen[key]
+        assert (seen.device.type, seen.dtype, tuple(seen.shape)) == \
+            ("meta", torch.float64, shape), key
+
+
 def test_conditional_denoiser_size_checks():
     cond = ModeConditioner(3, 4)
     with pytest.raises(ValueError, match="unet.cond_dim=0 must equal the conditioner's "

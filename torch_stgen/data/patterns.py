@@ -12,7 +12,7 @@ missing, by default the lower-right quarter, 25%). The observed mask :math:`C` i
 
 with :math:`\mathcal{M}^t = \mathcal{M}` for every :math:`t` in the ``fixed`` pattern.
 """
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -22,6 +22,14 @@ from .._checks import check_int
 __all__ = ["SparsePattern"]
 
 _KINDS = ("random", "fixed", "block")
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 class SparsePattern:
@@ -100,6 +108,40 @@ class SparsePattern:
         except ValueError:
             raise ValueError(f"'spec' {spec!r}: the ratio after ':' must be a number") from None
         return cls(kind, ratio=ratio, seed=seed)
+
+    @staticmethod
+    def split_specs(text: str) -> List[str]:
+        """Split a comma-separated list of specs, keeping ``block:r0,r1,c0,c1`` whole.
+
+        A comma ends a spec unless the spec is an unfinished ``block:`` bound list, so
+        ``"fixed:0.4,block:2,4,0,2,random:0.2"`` gives ``['fixed:0.4', 'block:2,4,0,2',
+        'random:0.2']``. Empty entries are dropped. Only splits: :meth:`parse` checks each
+        spec (a block with too few bounds is reported there).
+
+        Example::
+
+            >>> SparsePattern.split_specs("block:0,2,0,2, fixed:0.4")
+            ['block:0,2,0,2', 'fixed:0.4']
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"'text' must be a comma-separated string of specs like "
+                            f"'fixed:0.4,block' (got {type(text).__name__})")
+        specs: List[str] = []
+        bounds_left = 0                 # block bounds still to read into specs[-1]
+        for part in (p.strip() for p in text.split(",")):
+            if bounds_left and _is_int(part):
+                specs[-1] += "," + part
+                bounds_left -= 1
+                continue
+            bounds_left = 0
+            if not part:
+                continue
+            kind, _, arg = part.partition(":")
+            if kind.strip().lower() == "block" and _is_int(arg.strip()):
+                bounds_left = 3
+                part = f"{kind.strip()}:{arg.strip()}"
+            specs.append(part)
+        return specs
 
     @property
     def name(self) -> str:

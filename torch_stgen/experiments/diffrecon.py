@@ -77,7 +77,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="magnification N, a positive integer dividing the fine grid "
                         "(default: 2)")
     p.add_argument("--patterns", default=None,
-                   help=f"comma-separated kind[:ratio] list (default: all nine, "
+                   help=f"comma-separated kind[:ratio] list, 'block:r0,r1,c0,c1' for "
+                        f"another block (default: all nine, "
                         f"'{ALL_PATTERNS}'; with --quick 'random:0.4')")
     p.add_argument("--methods", default="interp,srcnn,urbanfm,diffrecon",
                    help=f"comma-separated subset of {','.join(METHODS)} (default: %(default)s)")
@@ -195,9 +196,7 @@ def _parse_patterns(flag: str, text: str, seed: int) -> list:
     entry raises a ``ValueError`` naming the flag."""
     from ..data import SparsePattern
     out = []
-    for spec in (s.strip() for s in str(text).split(",")):
-        if not spec:
-            continue
+    for spec in SparsePattern.split_specs(str(text)):
         try:
             out.append(SparsePattern.parse(spec, seed=seed))
         except (TypeError, ValueError) as err:

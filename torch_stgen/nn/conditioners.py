@@ -483,14 +483,17 @@ class ConditionalDenoiser(nn.Module):
             got = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"'x_t' must have shape [B, {self.data_channels}, H, W] "
                              f"(got {got})")
-        out = self.conditions(batch, x_t.shape[0])
+        # every conditioner output meets x_t's device and dtype (a float64 vector from
+        # a numpy-fed conditioner, a table kept on the CPU), not only the map
+        out = {key: value.to(device=x_t.device, dtype=x_t.dtype)
+               for key, value in self.conditions(batch, x_t.shape[0]).items()}
         x = x_t
         if "map" in out:
             m = out["map"]
             if tuple(m.shape[-2:]) != tuple(x_t.shape[-2:]):
                 raise ValueError(f"the conditioner's 'map' must match x_t's spatial size "
                                  f"{tuple(x_t.shape[-2:])} (got {tuple(m.shape[-2:])})")
-            x = torch.cat([x_t, m.to(device=x_t.device, dtype=x_t.dtype)], dim=1)
+            x = torch.cat([x_t, m], dim=1)
         return self.unet(x, t, cond=out.get("vector"), inter=out.get("features"))
 
     def __repr__(self) -> str:
