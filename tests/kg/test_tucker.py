@@ -71,6 +71,38 @@ def test_real_kg_alignment(nyc_kg_root):
     assert tf.num_entities == 26604 and tf.num_relations == 5
 
 
+def test_cpu_training_leaves_cuda_generators_alone(monkeypatch):
+    """pretrain_tucker seeded with torch.manual_seed, which also reseeds every CUDA device
+    (lazily, on a machine whose CUDA is not yet initialised), while fork_rng restored only
+    the CPU generator: a CPU pre-training changed the caller's later CUDA draws."""
+    kg, _ = clustered_kg()
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: calls.append(("all", s)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda s: calls.append(("one", s)))
+    a = pretrain_tucker(kg, seed=3, cache_dir=False, **FAST)
+    assert calls == []
+    monkeypatch.undo()
+    b = pretrain_tucker(kg, seed=3, cache_dir=False, **FAST)
+    assert torch.equal(a.entity, b.entity)
+
+
+def test_rebuilding_the_pykeen_model_leaves_the_callers_rng_alone():
+    """to_pykeen_model() built PyKEEN's TuckER with random_seed=<training seed>, which
+    reseeded the caller's python, numpy and torch generators on every call."""
+    import random
+
+    import numpy as np
+    kg, _ = clustered_kg()
+    emb = pretrain_tucker(kg, seed=3, cache_dir=False, **FAST)
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    emb.to_pykeen_model()
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0])
+    assert np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
 def test_deterministic_by_seed_and_rng_isolated():
     kg, _ = clustered_kg()
     state = torch.random.get_rng_state()

@@ -228,21 +228,35 @@ def _build_model(num_entities: int, num_relations: int, settings: Dict[str, Any]
     from pykeen.triples import CoreTriplesFactory
     if triples is None:  # only the sizes matter to build the model
         triples = torch.zeros(0, 3, dtype=torch.long)
+    from pykeen.utils import NoRandomSeedNecessary
     tf = CoreTriplesFactory(mapped_triples=triples, num_entities=num_entities,
                             num_relations=num_relations)
+    # PyKEEN's own ``random_seed`` calls ``torch.manual_seed``: it would reseed the
+    # caller's python / numpy / torch RNGs (every CUDA device included) when a trained
+    # model is rebuilt, and every CUDA device at training time. The training path seeds
+    # the same three generators in ``_isolated_rng`` instead, so the weights are the same.
     return _fast_tucker_class()(triples_factory=tf, embedding_dim=settings["dim"],
                                 relation_dim=settings["relation_dim"],
-                                random_seed=settings["seed"])
+                                random_seed=NoRandomSeedNecessary)
 
 
 @contextlib.contextmanager
-def _isolated_rng(seed: int):
-    """Seed python / numpy / torch for the block and restore the caller's RNG states after."""
+def _isolated_rng(seed: int, device: Optional[torch.device] = None):
+    """Seed python, numpy, torch's CPU generator and, when ``device`` is a CUDA device, that
+    device's generator for the block; restore every one of them after. No other
+    generator is touched (``torch.manual_seed`` would reseed every CUDA device, and
+    ``fork_rng`` would restore none of them)."""
     py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    cuda = device is not None and device.type == "cuda"
+    index = (device.index if device.index is not None else torch.cuda.current_device()
+             ) if cuda else None
+    with torch.random.fork_rng(devices=[index] if cuda else []):
         random.seed(seed)
         np.random.seed(seed)
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
         try:
             yield
         finally:
@@ -479,7 +493,7 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
 
     tf = _triples_factory(triples, n_e, n_r, entities, relations)
     from pykeen.training import LCWATrainingLoop, SLCWATrainingLoop
-    with _isolated_rng(seed):
+    with _isolated_rng(seed, dev):
         model = _build_model(n_e, n_r, settings, triples).to(dev)
         losses: List[float] = []
         if epochs > 0:
