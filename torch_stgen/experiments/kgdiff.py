@@ -96,6 +96,21 @@ def delay_settings(length: int):
     return U, V
 
 
+def _sigma_data_arg(text: str):
+    """``--sigma-data``: a positive number or a rule name of ``KGDiff(sigma_data=...)``."""
+    from ..models.kgdiff import _SIGMA_DATA_RULES
+    if text in _SIGMA_DATA_RULES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number or one of "
+                                         f"{', '.join(_SIGMA_DATA_RULES)} (got {text})")
+    return value
+
+
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """The benchmark's command-line options (also used by ``benchmarks/kgdiff.py``)."""
     p = parser or argparse.ArgumentParser(
@@ -151,10 +166,11 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="scale each Geometry MoE layer's input to mean entity norm 1, "
                         "fixed at the first pass (1), or not (0, the paper) "
                         "(default: %(default)s)")
-    g.add_argument("--sigma-data", type=float, default=None,
-                   help="EDM sigma_d of KGDiff (default: set by fit from the training "
-                        "residual around each node's mean day with a meta pattern, 1 "
-                        "without)")
+    g.add_argument("--sigma-data", type=_sigma_data_arg, default=None,
+                   help="EDM sigma_d of KGDiff: a positive number, 'target' (measured by "
+                        "fit: RMS of the diffusion's target z - lambda * node mean day) or "
+                        "'node-residual' (RMS around the node mean day) (default: the "
+                        "model's default rule, 'node-residual')")
     g.add_argument("--guidance-dropout", type=float, default=0.1)
     g.add_argument("--aggregation", choices=("mean", "relation"), default="relation",
                    help="Geometry MoE aggregation: eq. 15's mean over all edges, or the mean "

@@ -82,6 +82,9 @@ __all__ = ["KGDiff"]
 log = logging.getLogger(__name__)
 
 _SAMPLERS = ("edm", "ddpm", "ddim")
+# how fit() measures sigma_data (the KGDiff docstring); None picks the default rule
+_SIGMA_DATA_RULES = ("target", "node-residual")
+_DEFAULT_SIGMA_DATA_RULE = "node-residual"
 
 
 def _as_entity_tensor(value, name: str) -> Tensor:
@@ -241,9 +244,9 @@ class KGDiff(nn.Module):
 
     The data are standardised with one mean and standard deviation (:meth:`set_scaler`, set
     by :meth:`fit` from the training values when not given). The model's ``sigma_data`` is
-    the standard deviation of the diffusion's target, the residual :math:`x_0 - f` in
-    standardised units: ``1.0`` without a meta pattern, smaller with one (by default set by
-    :meth:`fit` from the training data).
+    EDM's :math:`\sigma_d`, meant as the spread of the diffusion's target
+    :math:`x_0 - \lambda f` in standardised units: ``1.0`` without a meta pattern, measured
+    by :meth:`fit` with one (the ``sigma_data`` argument says which measure).
 
     Why ``pattern_weight`` defaults to 1: with the guidance also fed to the denoiser, the
     pure diffusion loss leaves :math:`f` free (the network can absorb any shift), so nothing
@@ -325,10 +328,14 @@ class KGDiff(nn.Module):
             (default: ``'relation'``)
         guidance_dropout (float, optional): dropout on :math:`\varphi` in training (against
             memorising the training nodes). (default: ``0``)
-        sigma_data (float, optional): EDM :math:`\sigma_d`. ``None`` = set by :meth:`fit`
-            from the training data: the standard deviation (standardised units) of the
-            series around their node's mean day with a meta pattern (what remains once
-            :math:`f` has learnt the mean), ``1.0`` without. (default: ``None``)
+        sigma_data (float or str, optional): EDM :math:`\sigma_d`, a positive number, or
+            measured by :meth:`fit` on the training data (standardised units), ``1.0``
+            without a meta pattern: ``'target'`` is the RMS of the diffusion's actual
+            target :math:`z - \lambda \bar z_\text{node}` (:math:`\lambda` =
+            ``pattern_shrink``, :math:`\bar z_\text{node}` the node's mean day, which
+            :math:`f` learns); ``'node-residual'`` is the RMS of :math:`z - \bar
+            z_\text{node}`, the target's spread only when :math:`\lambda = 1`.
+            ``None`` = ``'node-residual'``. (default: ``None``)
         num_train_timesteps (int, optional): length of the discrete chain used by the
             DDPM / DDIM samplers (200 in the paper). (default: ``200``)
         beta_schedule (str, optional): its schedule. (default: ``'cosine'``)
@@ -408,11 +415,21 @@ class KGDiff(nn.Module):
         if not 0.0 <= guidance_dropout < 1.0:
             raise ValueError(f"'guidance_dropout' must lie in [0, 1) (got {guidance_dropout})")
         self.guidance_dropout = float(guidance_dropout)
-        self.auto_sigma_data = sigma_data is None
         if sigma_data is None:
-            sigma_data = 0.5 if self.meta_pattern else 1.0
-        if not sigma_data > 0:
-            raise ValueError(f"'sigma_data' must be > 0 (got {sigma_data})")
+            sigma_data = _DEFAULT_SIGMA_DATA_RULE
+        if isinstance(sigma_data, str):
+            if sigma_data not in _SIGMA_DATA_RULES:
+                raise ValueError(f"'sigma_data' must be a positive number or one of "
+                                 f"{_SIGMA_DATA_RULES} (got {sigma_data!r})")
+            self.sigma_data_rule: Optional[str] = sigma_data
+            sigma_data = 0.5 if self.meta_pattern else 1.0     # until fit measures it
+        else:
+            self.sigma_data_rule = None
+            if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) \
+                    or not math.isfinite(sigma_data) or not sigma_data > 0:
+                raise ValueError(f"'sigma_data' must be a positive number or one of "
+                                 f"{_SIGMA_DATA_RULES} (got {sigma_data!r})")
+        self.auto_sigma_data = self.sigma_data_rule is not None
 
         self.register_buffer("edge_index", kg.edge_index.clone(), persistent=False)
         self.register_buffer("edge_type", kg.edge_type.clone(), persistent=False)
@@ -670,7 +687,8 @@ class KGDiff(nn.Module):
             self.set_scaler(float(vals.mean()), float(vals.std().clamp(min=1e-6)))
         if self.auto_sigma_data:
             self.precond.sigma_data = self._residual_std(x, nodes, obs)
-            log.info("KGDiff sigma_data = %.4f (training residual)", self.precond.sigma_data)
+            log.info("KGDiff sigma_data = %.4f (%s)", self.precond.sigma_data,
+                     self.sigma_data_rule)
         device = self.scale_mean.device
         gen = torch.Generator(device="cpu").manual_seed(rank_seed(seed))  # seed on 1 process
         opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr,
@@ -707,9 +725,11 @@ class KGDiff(nn.Module):
 
     @torch.no_grad()
     def _residual_std(self, x: Tensor, nodes: Tensor, obs: Tensor) -> float:
-        r"""``sigma_data`` for ``sigma_data=None``: with a meta pattern, the observed
-        standard deviation of :math:`z - \bar z_{node}` (standardised series minus their
-        node's mean day), floored at 0.05; without one, ``1.0``."""
+        r"""The measured ``sigma_data`` (``sigma_data_rule``): with a meta pattern, the
+        observed RMS of :math:`z - \lambda \bar z_{node}` (standardised series minus
+        :math:`\lambda` times their node's mean day; :math:`\lambda` = ``pattern_shrink``
+        for ``'target'``, 1 for ``'node-residual'``), floored at 0.05; without one,
+        ``1.0``."""
         if not self.meta_pattern:
             return 1.0
         z = (x - self.scale_mean.cpu()) / self.scale_std.cpu()
@@ -719,7 +739,8 @@ class KGDiff(nn.Module):
         num = torch.zeros(uniq.numel(), L).index_add_(0, inv, z * obs)
         den = torch.zeros(uniq.numel(), L).index_add_(0, inv, obs)
         mean = num / den.clamp(min=1)
-        res = (z - mean[inv])[obs > 0]
+        shrink = self.pattern_shrink if self.sigma_data_rule == "target" else 1.0
+        res = (z - shrink * mean[inv])[obs > 0]
         return max(0.05, float(res.pow(2).mean().sqrt())) if res.numel() else 1.0
 
     # ------------------------------------------------------------------ sampling
