@@ -146,6 +146,13 @@ def test_sigma_data_pattern_shrink_and_message_norm_flags_reach_the_model(tmp_pa
     assert paper.pattern_shrink == 1.0 and not paper.message_norm
     assert not paper.moe_input_scale
     assert not any(layer.message_norm for layer in paper.encoder.layers)
+    args = build_parser().parse_args(["--quick", "--sigma-data", "target"] + tiny(tmp_path))
+    assert build_kgdiff(data, entity, args).sigma_data_rule == "target"
+    args = build_parser().parse_args(["--quick", "--delay-layout", "imagentime",
+                                      "--delay-inverse", "last"] + tiny(tmp_path))
+    delay = build_kgdiff(data, entity, args).delay
+    assert (delay.layout, delay.inverse_mode) == ("imagentime", "last")
+    assert (auto.delay.layout, auto.delay.inverse_mode) == ("sliding", "mean")
 
 
 def test_checkpoint_dir_makes_a_rerun_load_the_finished_training(tmp_path, monkeypatch):

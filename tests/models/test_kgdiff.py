@@ -240,6 +240,46 @@ def test_fit_sets_scaler_and_residual_sigma_data():
     assert fixed.precond.sigma_data == 1.0
 
 
+def test_sigma_data_target_rule_measures_the_shrunk_target():
+    """With pattern_shrink = 0.5 the diffusion's target is z - 0.5 * f, f ~ the node's mean
+    day; the only measure fit() had was the spread around the mean day (the lambda = 1
+    target), about 0.2 here against 0.53 for the actual target."""
+    x, nodes = two_level_series()
+    z = (x - x.mean()) / x.std()
+    node_mean = torch.stack([z[nodes == k].mean(0) for k in (0, 1)])[nodes]
+    for rule, shrink in (("target", 0.5), ("node-residual", 1.0)):
+        m = make(sigma_data=rule, pattern_shrink=0.5)
+        m.fit(x, nodes, steps=1, batch_size=4, progress=False)
+        expected = float((z - shrink * node_mean).pow(2).mean().sqrt())
+        assert m.precond.sigma_data == pytest.approx(expected, rel=1e-4), rule
+    assert make().sigma_data_rule == "node-residual"                 # the default
+    full = make(sigma_data="target", pattern_shrink=1.0)
+    full.fit(x, nodes, steps=1, batch_size=4, progress=False)
+    assert full.precond.sigma_data == pytest.approx(1.0 / float(x.std()), rel=0.05)
+    plain = make(sigma_data="target", meta_pattern=False)
+    plain.fit(x, nodes, steps=1, batch_size=4, progress=False)
+    assert plain.precond.sigma_data == 1.0
+    fixed = make(sigma_data=0.3)
+    fixed.fit(x, nodes, steps=1, batch_size=4, progress=False)
+    assert fixed.precond.sigma_data == 0.3 and fixed.sigma_data_rule is None
+    for bad in ("residual", -1.0, 0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="'sigma_data' must be a positive number or one "
+                                             "of"):
+            make(sigma_data=bad)
+
+
+def test_imagentime_delay_layout_trains_and_generates():
+    x, nodes = two_level_series()
+    m = make(stride=2, window=8, delay_layout="imagentime", delay_inverse="last")
+    # L=16, U=2, V=8: 5 windows inside the series and a shorter one at 10, then zeros
+    assert m.delay.image_mask.any(0).tolist() == [True] * 6 + [False] * 2
+    m.fit(x, nodes, steps=2, batch_size=4, progress=False)
+    out = m.generate(torch.arange(2), num_samples=3, seed=0)
+    assert out.shape == (3, 2, 16) and bool(torch.isfinite(out).all())
+    with pytest.raises(ValueError, match="'layout' must be one of"):
+        make(delay_layout="full")
+
+
 def test_relation_aggregation_is_the_sum_of_per_relation_layers():
     m = make(num_moe_layers=1)
     assert m.aggregation == "relation"                  # the default

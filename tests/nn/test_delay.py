@@ -88,3 +88,50 @@ def test_repr_and_module_buffers():
     emb = DelayEmbedding(288, 9, 32)
     assert str(emb) == "DelayEmbedding(length=288, stride=9, window=32)"
     assert emb.state_dict() == {}  # index buffers are derived, not saved
+
+
+def test_imagentime_layout_and_last_inverse():
+    """The two choices the papers leave open, as options: ImagenTime's columns (the
+    windows inside the series, one with the rest, then zeros) and its inverse (each step
+    read from the last column that holds it)."""
+    x = torch.arange(48.0)
+    img = DelayEmbedding(48, 3, 16, layout="imagentime")(x)
+    for j in range(11):                                   # (48 - 16) // 3 + 1 full windows
+        assert torch.equal(img[:, j], x[3 * j:3 * j + 16])
+    assert torch.equal(img[:15, 11], x[33:]) and img[15, 11] == 0     # the rest
+    assert img[:, 12:].eq(0).all()
+    assert torch.equal(DelayEmbedding(48, 3, 16)(x)[:, :11], img[:, :11])
+    series = torch.randn(4, 48, dtype=torch.float64)
+    for layout in ("sliding", "imagentime"):
+        for inverse in ("mean", "last"):
+            emb = DelayEmbedding(48, 3, 16, layout=layout, inverse=inverse)
+            torch.testing.assert_close(emb.inverse(emb(series)), series, rtol=0, atol=1e-12)
+    # on an image whose copies of a step disagree, 'last' reads the last column
+    g = torch.randn(16, 16)
+    for layout, columns in (("sliding", 16), ("imagentime", 12)):
+        ref = torch.zeros(48)
+        for j in range(columns):
+            for i in range(16):
+                if 3 * j + i < 48:
+                    ref[3 * j + i] = g[i, j]
+        last = DelayEmbedding(48, 3, 16, layout=layout, inverse="last")
+        assert torch.equal(last.inverse(g), ref)
+        mean = DelayEmbedding(48, 3, 16, layout=layout)
+        assert not torch.allclose(mean.inverse(g), ref)
+    assert "layout='imagentime', inverse='last'" in repr(
+        DelayEmbedding(48, 3, 16, layout="imagentime", inverse="last"))
+
+
+def test_layout_and_inverse_errors():
+    with pytest.raises(ValueError, match="'layout' must be one of"):
+        DelayEmbedding(48, 3, 16, layout="full")
+    with pytest.raises(ValueError, match="'inverse' must be one of"):
+        DelayEmbedding(48, 3, 16, inverse="first")
+    # 33 windows fit inside 48 steps at stride 1, and ImagenTime adds a shorter one at 33
+    with pytest.raises(ValueError, match=r"needs 34 columns \(33 windows inside the series "
+                                         r"and a shorter one\)"):
+        DelayEmbedding(48, 1, 16, layout="imagentime")
+    with pytest.raises(ValueError, match="leaves gaps"):
+        DelayEmbedding(48, 20, 16, layout="imagentime")
+    part = DelayEmbedding(48, 1, 16, layout="imagentime", allow_partial=True)
+    assert part.covered_mask.sum() == 31 and part.inverse(part(torch.ones(48)))[31:].eq(0).all()

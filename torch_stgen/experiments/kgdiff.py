@@ -171,6 +171,13 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                         "fit: RMS of the diffusion's target z - lambda * node mean day) or "
                         "'node-residual' (RMS around the node mean day) (default: the "
                         "model's default rule, 'node-residual')")
+    g.add_argument("--delay-layout", choices=("sliding", "imagentime"), default="sliding",
+                   help="delay embedding columns: every window start jU ('sliding') or "
+                        "ImagenTime's windows inside the series, then zeros "
+                        "(default: %(default)s)")
+    g.add_argument("--delay-inverse", choices=("mean", "last"), default="mean",
+                   help="image -> series: mean over a step's copies, or ImagenTime's last "
+                        "column (default: %(default)s)")
     g.add_argument("--guidance-dropout", type=float, default=0.1)
     g.add_argument("--aggregation", choices=("mean", "relation"), default="relation",
                    help="Geometry MoE aggregation: eq. 15's mean over all edges, or the mean "
@@ -393,6 +400,7 @@ def build_kgdiff(data: dict, entity: torch.Tensor, args, **options):
                   guidance_dropout=args.guidance_dropout, aggregation=args.aggregation,
                   finetune_embedding=bool(args.finetune_embedding),
                   num_moe_layers=args.moe_layers or (2 if data["name"] == "synthetic" else 1),
+                  delay_layout=args.delay_layout, delay_inverse=args.delay_inverse,
                   **options)
 
 

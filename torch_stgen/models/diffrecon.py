@@ -609,7 +609,7 @@ class DiffRecon(nn.Module):
         num_res_blocks (int, optional): (default: ``1``)
         d_model (int, optional): ST-PointFormer / T-PatternNet width. (default: ``32``)
         top_k, num_kernels, d_ff (int, optional): T-PatternNet's number of periods, Inception
-            kernels and feed-forward width (TimesNet, DiffRecon eq. 10). The reference
+            kernels and feed-forward width (TimesNet eqs. 1-6, DiffRecon eqs. 26-34). The reference
             settings are 5, 6 and 64 (with ``d_model=64``); the defaults are smaller for
             CPU budgets. (default: ``3``, ``3``, ``d_model``)
         num_train_timesteps (int, optional): DDPM steps. (default: ``1000``)
