@@ -407,3 +407,19 @@ def test_non_finite_settings_and_bad_shapes_are_refused():
         sample(lambda x, t: x, DDPMScheduler(10), shape=3)
     with pytest.raises(ValueError, match=r"'shape' must be a sequence \[B, \*\]"):
         sample(lambda x, t: x, DDPMScheduler(10), shape=(2, 1.5))
+
+
+@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler])
+def test_step_return_dict_false_is_a_plain_tuple(cls):
+    """diffusers loops call ``scheduler.step(..., return_dict=False)[0]``; our step took
+    no ``return_dict`` and raised a TypeError there."""
+    sched = cls(num_train_timesteps=50)
+    sched.set_timesteps(10)
+    x, eps = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    t = sched.timesteps[3]
+    named = sched.step(eps, t, x, generator=torch.Generator().manual_seed(0))
+    plain = sched.step(eps, t, x, generator=torch.Generator().manual_seed(0),
+                       return_dict=False)
+    assert type(plain) is tuple and len(plain) == 2
+    assert torch.equal(plain[0], named.prev_sample)
+    assert torch.equal(plain[1], named.pred_original_sample)

@@ -455,7 +455,8 @@ class DDPMScheduler(_DiscreteScheduler):
 
     def step(self, model_output: Tensor, timestep, sample: Tensor,
              generator: Optional[torch.Generator] = None,
-             variance_noise: Optional[Tensor] = None) -> SchedulerOutput:
+             variance_noise: Optional[Tensor] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         r"""One ancestral step :math:`x_t \to x_{s}` (eqs. 6, 7, 11).
 
         Args:
@@ -465,6 +466,9 @@ class DDPMScheduler(_DiscreteScheduler):
             generator (torch.Generator, optional): for the variance noise :math:`z`.
             variance_noise (Tensor, optional): :math:`z` given explicitly (not with
                 ``generator``).
+            return_dict (bool, optional): ``False`` returns a plain tuple, as diffusers'
+                ``return_dict=False`` (``[0]`` is ``prev_sample`` either way).
+                (default: ``True``)
 
         Returns:
             SchedulerOutput: ``(prev_sample, pred_original_sample)``.
@@ -477,7 +481,8 @@ class DDPMScheduler(_DiscreteScheduler):
         if t > 0:
             prev = prev + var ** 0.5 * _variance_noise(model_output, sample, generator,
                                                        variance_noise)
-        return SchedulerOutput(prev, x0)
+        out = SchedulerOutput(prev, x0)
+        return out if return_dict else tuple(out)
 
 
 class DDIMScheduler(_DiscreteScheduler):
@@ -534,7 +539,8 @@ class DDIMScheduler(_DiscreteScheduler):
 
     def step(self, model_output: Tensor, timestep, sample: Tensor, eta: Optional[float] = None,
              generator: Optional[torch.Generator] = None,
-             variance_noise: Optional[Tensor] = None) -> SchedulerOutput:
+             variance_noise: Optional[Tensor] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         r"""One DDIM step :math:`x_t \to x_s` (eqs. 12, 16).
 
         Args:
@@ -544,6 +550,8 @@ class DDIMScheduler(_DiscreteScheduler):
             eta (float, optional): :math:`\eta`; defaults to ``config.eta``.
             generator (torch.Generator, optional): for :math:`z` when :math:`\eta > 0`.
             variance_noise (Tensor, optional): :math:`z` given explicitly.
+            return_dict (bool, optional): ``False`` returns a plain tuple, as diffusers'
+                ``return_dict=False``. (default: ``True``)
 
         Returns:
             SchedulerOutput: ``(prev_sample, pred_original_sample)``.
@@ -567,7 +575,8 @@ class DDIMScheduler(_DiscreteScheduler):
         if eta > 0:
             prev = prev + std * _variance_noise(model_output, sample, generator,
                                                 variance_noise)
-        return SchedulerOutput(prev, x0)
+        out = SchedulerOutput(prev, x0)
+        return out if return_dict else tuple(out)
 
 
 Scheduler = Union[DDPMScheduler, DDIMScheduler]
