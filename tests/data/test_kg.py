@@ -148,6 +148,9 @@ def test_kg_from_sensor_graph_distance_bins():
     assert road == [[0, 2, 3]] and kg2.entities == ["a", "b", "c", "d"]
     # only the pair (0, 1) at 0.5 km falls in [0.25, 0.75); 1.0 km and farther are unlinked
     assert kg2.triples[kg2.triples[:, 1] == 1].tolist() == [[0, 1, 1], [1, 1, 0]]
+    # edges that agree to six digits keep distinct names (both were 'near_0.1_0.1km')
+    kg3 = kg_from_sensor_graph(lat, lon, bins=(0.1, 0.1000001, 5))
+    assert kg3.relations == ["near_0_0.1km", "near_0.1_0.1000001km", "near_0.1000001_5km"]
     assert int((kg2.triples[:, 1] == 0).sum()) == 0
     with pytest.raises(ValueError, match="'bins'"):
         kg_from_sensor_graph(lat, lon, bins=(2.0, 1.0))

@@ -449,7 +449,10 @@ def _haversine_km(lat, lon) -> np.ndarray:
 
 
 def _fmt_km(v: float) -> str:
-    return f"{v:g}"
+    """Short form (``1``, ``2.5``), or the exact one where six digits would merge two
+    different edges (``0.1`` and ``0.1000001``)."""
+    short = f"{v:g}"
+    return short if float(short) == v else repr(float(v))
 
 
 def _bin_edges(bins) -> List[float]:
