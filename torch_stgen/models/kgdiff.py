@@ -55,8 +55,8 @@ trained network is available through the VP <-> VE correspondence
 schedule the chain's two noisiest of 200 steps lie above EDM's :math:`\sigma_{max} = 80`
 (up to :math:`\sigma \approx 4058`), far outside the training noise levels
 (:math:`\ln \sigma \sim \mathcal N(-1.2, 1.2^2)`); there :math:`c_{skip} \approx 0` and the
-denoiser's estimate is :math:`\lambda f` plus a bounded correction, so the chain starts sensibly,
-but EDM remains the sampler the network is trained for.
+denoiser's estimate is :math:`\lambda f` plus a bounded correction, so the chain starts
+sensibly, but EDM remains the sampler the network is trained for.
 
 Ablations of the paper are constructor options: ``geometry_moe=False`` (TuckER embedding
 used directly, through the linear projection), ``experts`` without ``'H'``, ``'E'`` or
