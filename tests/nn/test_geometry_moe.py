@@ -338,10 +338,91 @@ def test_per_relation_forward_is_the_sum_of_per_relation_calls(variant, message_
     want = torch.zeros(2, 9, 4)
     for r in torch.unique(edge_type).tolist():
         sel = edge_type == r
-        want = want + conv(x, edge_index[:, sel], edge_type[sel])
+        has_r = torch.zeros(9, 1, dtype=torch.bool)
+        has_r[edge_index[1, sel]] = True
+        want = want + torch.where(has_r, conv(x, edge_index[:, sel], edge_type[sel]), 0.0)
     got = conv(x, edge_index, edge_type, per_relation=True)
     assert torch.equal(got, want)
-    # with a bias, a node without edges of a present relation gets act(bias) from it
-    n_present = torch.unique(edge_type).numel()
-    assert torch.allclose(got[:, 8], n_present * torch.tanh(conv.lin.bias).expand(2, 4))
+    # even with a bias, a node without edges of a relation gets nothing from it (it got
+    # act(bias) from every relation present anywhere in the batch)
+    assert got[:, 8].eq(0).all()
     assert not torch.allclose(got, conv(x, edge_index, edge_type), atol=1e-3)
+
+
+@pytest.mark.parametrize("act,bias", [("tanh", True), (torch.sigmoid, False)])
+def test_per_relation_output_does_not_depend_on_the_batch(act, bias):
+    """Graph A's output changed once graph B (another relation) joined its batch: every
+    node got act(lin(0)) from each relation present anywhere in the batch."""
+    torch.manual_seed(0)
+    conv = GeometryMoEConv(4, num_relations=2, act=act, bias=bias)
+    xa, xb = torch.randn(2, 4), torch.randn(2, 4)
+    ei = torch.tensor([[0], [1]])
+    alone = conv(xa, ei, torch.tensor([0]), per_relation=True)
+    batched = conv(torch.cat([xa, xb]), torch.cat([ei, ei + 2], 1), torch.tensor([0, 1]),
+                   per_relation=True)
+    assert torch.equal(batched[:2], alone)
+
+
+@pytest.mark.parametrize("expert", ["H", "S"])
+@pytest.mark.parametrize("variant", ["mobius_add", "paper"])
+def test_curved_experts_have_true_gradients_at_zero_rows(expert, variant):
+    """geoopt's r (x)_k has a zero derivative where r * t = 0, so an all-zero tail
+    embedding (a ReLU output, zero padding) or relation row got a zero gradient; and its
+    log0 at exactly 0 (the paper variant's message of such a row) is 5 % off at k = -1."""
+    torch.manual_seed(1)
+    conv = GeometryMoEConv(3, num_relations=2, experts=(expert,), act="identity",
+                           variant=variant).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    x[0] = 0.0
+    ei, et = torch.tensor([[0, 2, 0], [1, 3, 3]]), torch.tensor([0, 1, 1])
+    assert torch.autograd.gradcheck(lambda v: conv(v, ei, et), (x.requires_grad_(),))
+    rel = conv.relation.weight.detach().clone()
+    rel[1] = 0.0
+    assert torch.autograd.gradcheck(lambda r: conv(x.detach(), ei, et, relation=r),
+                                    (rel.requires_grad_(),))
+
+
+def test_reset_parameters_resets_curvatures_and_frozen_curvatures_stay_frozen():
+    conv = GeometryMoEConv(6, num_relations=3, init_curvature=(-0.5, 2.0))
+    with torch.no_grad():
+        for m in conv.manifolds.values():
+            m.raw_k += 3.0
+    conv.reset_parameters()
+    assert {k: round(float(v.detach()), 6) for k, v in conv.curvatures.items()} == \
+        {"H": -0.5, "S": 2.0}
+    frozen = GeometryMoEConv(6, num_relations=3, learn_curvature=False)
+    frozen.requires_grad_(True)                     # e.g. unfreezing a whole model
+    assert all(not m.raw_k.requires_grad for m in frozen.manifolds.values())
+    assert "raw_k" not in "".join(n for n, _ in frozen.named_parameters())
+    assert sorted(frozen.state_dict()) == sorted(conv.state_dict())   # same keys
+
+
+def test_architecture_fingerprint_ignores_the_learnt_curvature():
+    """The fingerprint read the live curvature from the manifold's repr, so a KGDiff that
+    had trained refused its own checkpoint ('belongs to a different run')."""
+    from torch_stgen.train.checkpoint import architecture_fingerprint
+    conv = GeometryMoEConv(6, num_relations=3)
+    before = architecture_fingerprint(conv)
+    with torch.no_grad():
+        conv.manifolds["H"].raw_k += 1.0
+    assert architecture_fingerprint(conv) == before
+    assert "k_H=-1.74" in repr(conv)              # the repr still shows the learnt value
+    other = GeometryMoEConv(6, num_relations=3, init_curvature=(-2.0, 1.0))
+    assert architecture_fingerprint(other) != before
+
+
+def test_identity_activation_pickles_and_int32_ids_are_accepted(tmp_path):
+    import io
+    import pickle
+    conv = GeometryMoEConv(6, 4, num_relations=3, act="identity")
+    clone = pickle.loads(pickle.dumps(conv))
+    buf = io.BytesIO()
+    torch.save(conv, buf)
+    x = torch.randn(5, 6)
+    ei, et = torch.randint(0, 5, (2, 9)), torch.randint(0, 3, (9,))
+    assert torch.equal(clone(x, ei, et), conv(x, ei, et))
+    for per_relation in (False, True):
+        assert torch.equal(conv(x, ei.int(), et.int(), per_relation=per_relation),
+                           conv(x, ei, et, per_relation=per_relation))
+    with pytest.raises(TypeError, match="'edge_index' must be an integer tensor"):
+        conv(x, ei.float(), et)

@@ -20,8 +20,13 @@ __all__ = ["GeometryMoEConv"]
 
 _EXPERTS = ("E", "H", "S")
 _VARIANTS = ("mobius_add", "paper")
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+# module-level functions, so that a layer pickles (torch.save of the module, spawn)
 _ACTS = {"tanh": torch.tanh, "relu": F.relu, "elu": F.elu, "gelu": F.gelu,
-         "identity": lambda x: x}
+         "identity": _identity}
 #: floor added to |k| so that a learnt curvature never underflows to exactly 0
 _K_FLOOR = 1e-10
 
@@ -46,15 +51,30 @@ class SignedStereographic(geoopt.Stereographic):
         if not (isinstance(k, (int, float)) and k != 0 and math.isfinite(k)):
             raise ValueError(f"'k' must be a non-zero finite float (got {k!r})")
         self.sign = -1.0 if k < 0 else 1.0
+        self.learnable = bool(learnable)
         mag = max(abs(float(k)) - _K_FLOOR, _K_FLOOR)
-        self.raw_k = nn.Parameter(torch.tensor(_inv_softplus(mag)), requires_grad=learnable)
+        self._raw_init = _inv_softplus(mag)
+        if self.learnable:
+            self.raw_k = nn.Parameter(torch.tensor(self._raw_init))
+        else:   # a buffer: module.requires_grad_(True) cannot make it trainable
+            self.register_buffer("raw_k", torch.tensor(self._raw_init))
+        self._k_init = float(self.k.detach())
 
     @property
     def k(self) -> Tensor:  # type: ignore[override]
         return self.sign * (F.softplus(self.raw_k) + _K_FLOOR)
 
+    def reset_parameters(self):
+        """Back to the curvature given to the constructor."""
+        with torch.no_grad():
+            self.raw_k.fill_(self._raw_init)
+
     def extra_repr(self) -> str:
-        return f"k={float(self.k.detach()):.4g}, learnable={self.raw_k.requires_grad}"
+        return f"k={float(self.k.detach()):.4g}, learnable={self.learnable}"
+
+    def _fingerprint_repr(self) -> str:
+        # the settings, not the learnt k (a trained layer is still the same architecture)
+        return f"k={self._k_init:.4g}, learnable={self.learnable}"
 
 
 def _clip_scale(norm: Tensor, limit: Tensor) -> Tensor:
@@ -261,6 +281,8 @@ class GeometryMoEConv(MessagePassing):
         if self.translation is not None:
             nn.init.normal_(self.translation.weight, std=0.5 / math.sqrt(self.in_channels))
         self.lin.reset_parameters()
+        for manifold in self.manifolds.values():
+            manifold.reset_parameters()
 
     # -----------------------------------------------------------------------------------
     @property
@@ -279,6 +301,9 @@ class GeometryMoEConv(MessagePassing):
                 or edge_index.size(0) != 2):
             raise ValueError(f"'edge_index' must have shape [2, E] (got "
                              f"{tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index)})")
+        if not is_integer_dtype(edge_index):
+            raise TypeError(f"'edge_index' must be an integer tensor of node ids "
+                            f"(got {edge_index.dtype})")
         num_edges = edge_index.size(1)
         if (not isinstance(edge_type, Tensor) or edge_type.dim() != 1
                 or edge_type.numel() != num_edges):
@@ -308,16 +333,20 @@ class GeometryMoEConv(MessagePassing):
         r"""Run eqs. 13-15.
 
         With ``per_relation=True`` the mean of eq. 15 is taken per relation and the
-        activated outputs are summed over the relations that occur in ``edge_type``
+        activated outputs are summed over the relations node :math:`i` has edges of
         (R-GCN style),
 
         .. math::
-            \mathbf{x}_i' = \sum_{r} \sigma\Big( W_m \frac{1}{|\mathcal{N}_r(i)|}
+            \mathbf{x}_i' = \sum_{r : \mathcal{N}_r(i) \neq \emptyset}
+            \sigma\Big( W_m \frac{1}{|\mathcal{N}_r(i)|}
             \sum_{(i, r, j) \in \mathcal{N}_r(i)} M_{i r j} \Big),
 
         which equals calling the layer once per relation on that relation's edges and
-        adding the results, in one pass over the edges (one scatter into node x relation
-        slots instead of ``R`` message-passing calls).
+        adding, at each node, the results of the relations it has edges of, in one pass
+        over the edges (one scatter into node x relation slots instead of ``R``
+        message-passing calls). A node thus gets the same output alone or in a PyG
+        ``Batch`` (with a bias or an activation with :math:`\sigma(0) \neq 0`, it used to
+        get :math:`\sigma(W_m 0)` from every relation present anywhere in the batch).
 
         Args:
             x (Tensor): entity embeddings ``[*, N, d]``.
@@ -328,6 +357,8 @@ class GeometryMoEConv(MessagePassing):
             per_relation (bool): per-relation means, summed (above). (default: ``False``)
         """
         rel = self._check(x, edge_index, edge_type, relation)
+        # int32 ids (accepted by PyG's convolutions) as the int64 that scatter indexes with
+        edge_index, edge_type = edge_index.long(), edge_type.long()
         if not per_relation:
             agg = self.propagate(edge_index, x=x, edge_type=edge_type, rel=rel)
             return self.act(self.lin(agg))
@@ -336,9 +367,12 @@ class GeometryMoEConv(MessagePassing):
         slot = edge_index[1] * R + edge_type                   # (head, relation) slot
         agg = scatter(msg, slot, dim=-2, dim_size=N * R, reduce="mean")
         out = self.act(self.lin(agg.unflatten(-2, (N, R))))   # [*, N, R, d_out]
+        # a node without r-edges gets nothing from r (not act(lin(0)), which a bias or
+        # sigmoid makes non-zero and which would depend on the other graphs of a batch)
+        filled = torch.bincount(slot, minlength=N * R).view(N, R, 1) > 0
         total = torch.zeros_like(out.select(-2, 0))
         for r in torch.unique(edge_type).tolist():             # relations present, in order
-            total = total + out.select(-2, r)
+            total = total + torch.where(filled.select(-2, r), out.select(-2, r), 0.0)
         return total
 
     def message(self, x_j: Tensor, edge_type: Tensor, rel: Tensor) -> Tensor:
@@ -383,9 +417,14 @@ class GeometryMoEConv(MessagePassing):
         scale = _clip_scale(torch.maximum(t.norm(dim=-1, keepdim=True), reach), limit)
         t = t * scale
         y = manifold.mobius_pointwise_mul(r, manifold.expmap0(t))  # r ⊗_k exp0(t)
+        # = exp0(r ⊙ t) inside the chart; geoopt's r ⊗_k has a zero derivative where
+        # r ⊙ t = 0 (a zero embedding or relation row), so those rows take r ⊙ t, which
+        # equals exp0(r ⊙ t) = 0 there and has exp0's derivative at 0, the identity
+        y = torch.where((rt == 0).all(dim=-1, keepdim=True), rt * scale, y)
         if b is not None:
             y = manifold.mobius_add(y, manifold.expmap0(b * scale))  # ⊕_k exp0(b_r)
-        return manifold.logmap0(y)
+        # geoopt's log0 has a derivative 5 % off the identity at exactly 0 (k = -1)
+        return torch.where((y == 0).all(dim=-1, keepdim=True), y, manifold.logmap0(y))
 
     def __repr__(self) -> str:
         curv = ", ".join(f"k_{n}={float(v.detach()):.3g}" for n, v in self.curvatures.items())

@@ -99,6 +99,13 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _settings_repr(module: nn.Module) -> str:
+    """A module's settings for :func:`architecture_fingerprint`: its ``extra_repr``, or
+    ``_fingerprint_repr`` where ``extra_repr`` also shows learnt values (a curvature)."""
+    own = getattr(module, "_fingerprint_repr", None)
+    return own() if callable(own) else module.extra_repr()
+
+
 def architecture_fingerprint(module: nn.Module) -> str:
     """A short hash of ``module``'s parameter and buffer names and shapes and of every
     submodule's settings (its ``extra_repr``, e.g. T-PatternNet's ``top_k``, which owns no
@@ -106,7 +113,7 @@ def architecture_fingerprint(module: nn.Module) -> str:
     failing inside ``load_state_dict`` or resuming a different model."""
     spec = ";".join(f"{k}:{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}"
                     for k, v in module.state_dict().items())
-    spec += "|" + ";".join(f"{name}:{type(m).__name__}({m.extra_repr()})"
+    spec += "|" + ";".join(f"{name}:{type(m).__name__}({_settings_repr(m)})"
                            for name, m in module.named_modules())
     return hashlib.sha1(spec.encode()).hexdigest()[:12]
 
