@@ -280,6 +280,19 @@ def test_imagentime_delay_layout_trains_and_generates():
         make(delay_layout="full")
 
 
+def test_a_trained_model_reruns_its_own_checkpoint(tmp_path):
+    """The architecture fingerprint held the learnt curvatures, so re-running fit() on the
+    same object (a notebook cell run twice) refused its own checkpoint."""
+    x, nodes = two_level_series()
+    m = make()
+    ck = tmp_path / "kg.pt"
+    kw = dict(steps=3, batch_size=4, lr=0.05, progress=False, checkpoint=ck)
+    first = m.fit(x, nodes, **kw)["loss"]
+    assert f"{m.encoder.layers[0].curvatures['H'].item():.4g}" != "-1"     # trained
+    again = m.fit(x, nodes, **kw)["loss"]
+    assert again == first                                   # the finished run, reloaded
+
+
 def test_relation_aggregation_is_the_sum_of_per_relation_layers():
     m = make(num_moe_layers=1)
     assert m.aggregation == "relation"                  # the default
