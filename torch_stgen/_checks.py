@@ -32,6 +32,21 @@ def check_binary_mask(name: str, mask: Tensor, meaning: str = "1 = observed") ->
                          f"(got {example!r})")
 
 
+def check_float32_model(module: torch.nn.Module) -> None:
+    """Refuse a model whose floating parameters are not float32 (after ``.double()`` or
+    ``.half()``): the models cast their inputs to float32, so such a model failed with a
+    raw dtype error deep inside (DiffRecon) or sampled in float32 anyway (KGDiff). No
+    device sync: it reads the dtypes only."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            if p.dtype != torch.float32:
+                raise TypeError(
+                    f"{type(module).__name__} runs in float32, but its parameters are "
+                    f"{p.dtype} (after .double() / .half()?); call .float(), and use "
+                    f"torch.autocast for mixed precision")
+            return
+
+
 def check_seed(seed, name: str = "seed") -> int:
     """``seed`` as an int in ``[0, 2**63)``. ``torch.Generator.manual_seed`` takes
     ``[-2**63, 2**64)``; the narrower range leaves headroom for the offsets the models add

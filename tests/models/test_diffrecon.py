@@ -203,6 +203,23 @@ def test_joint_completions_keep_observed_truth(fitted):
     assert not torch.allclose(comp[0, :, :, 2:, 1], zc[:, :, 2:, 1])  # block is sampled
 
 
+def test_a_float64_model_is_refused_by_name(fitted):
+    """After .double(), fit and reconstruct failed deep inside ST-PointFormer with 'mat1
+    and mat2 must have the same dtype' (the model casts its inputs to float32)."""
+    import copy
+    model, fine, time = fitted
+    double = copy.deepcopy(model).double()
+    coarse = coarsen(fine, 2)
+    mask = torch.ones(coarse.shape[0], 1, 4, 2)
+    with pytest.raises(TypeError, match="DiffRecon runs in float32, but its parameters are "
+                                        "torch.float64"):
+        double.reconstruct(coarse, mask, history=5, time=time, steps=2)
+    with pytest.raises(TypeError, match="DiffRecon runs in float32"):
+        _tiny().double().fit(fine, time=time, pretrain_steps=1)
+    with pytest.raises(TypeError, match="DiffRecon runs in float32"):
+        double.complete(coarse, mask, history=5, time=time, steps=2)
+
+
 def test_reconstruct_shapes_determinism_and_batch_independence(fitted):
     model, fine, time = fitted
     coarse = coarsen(fine, 2)

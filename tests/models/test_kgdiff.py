@@ -293,6 +293,18 @@ def test_a_trained_model_reruns_its_own_checkpoint(tmp_path):
     assert again == first                                   # the finished run, reloaded
 
 
+def test_a_float64_model_is_refused_by_name():
+    """After .double(), fit trained in float64 but generate returned float32 samples."""
+    x, nodes = two_level_series()
+    m = make().double()
+    for call in (lambda: m.fit(x, nodes, steps=1, batch_size=4, progress=False),
+                 lambda: m.loss(x[:4], nodes[:4]),
+                 lambda: m.generate(torch.arange(2), num_samples=1, seed=0)):
+        with pytest.raises(TypeError, match="KGDiff runs in float32, but its parameters are "
+                                            "torch.float64"):
+            call()
+
+
 def test_relation_aggregation_is_the_sum_of_per_relation_layers():
     m = make(num_moe_layers=1)
     assert m.aggregation == "relation"                  # the default

@@ -171,3 +171,18 @@ def test_times_block_refuses_an_empty_or_non_finite_batch():
         y[0, 2, 1] = bad
         with pytest.raises(ValueError, match="'x' holds NaN or inf"):
             block(y)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_blocks_run(dtype):
+    """A .bfloat16() / .half() TimesBlock raised 'Unsupported dtype BFloat16' from the CPU
+    FFT; the period search now runs in float32 and the block stays in its dtype."""
+    torch.manual_seed(0)
+    block = TimesBlock(12, d_model=8, d_ff=8, top_k=2, num_kernels=2)
+    x = torch.randn(2, 12, 8)
+    ref = block(x)
+    low = block.to(dtype)
+    assert low.find_periods(x.to(dtype))[0] == block.find_periods(x)[0]
+    out = low(x.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_binary_mask, check_seed
+from .._checks import check_binary_mask, check_float32_model, check_seed
 from ..data.grid import coarsen, mass_project
 from ..data.patterns import SparsePattern
 from ..data.scalers import StandardScaler
@@ -1118,6 +1118,7 @@ class DiffRecon(nn.Module):
 
         The loop is the shared :class:`~torch_stgen.train.Trainer`.
         """
+        check_float32_model(self)
         if not isinstance(fine, Tensor) or fine.dim() != 4 or fine.shape[1] != self.channels \
                 or tuple(fine.shape[2:]) != self.fine_size:
             got = tuple(fine.shape) if isinstance(fine, Tensor) else type(fine).__name__
@@ -1359,6 +1360,7 @@ class DiffRecon(nn.Module):
         """Check an inference series and prepare it on the CPU: ``(zc_obs, mf, time, ext,
         step_feats)`` with ``zc_obs`` the standardised, zero-at-missing coarse maps and
         ``mf`` the float mask ``[T, C, I, J]``; sets the per-step inputs."""
+        check_float32_model(self)
         self._check_fitted()
         C, (I, J) = self.channels, self.coarse_size
         if not isinstance(coarse, Tensor) or coarse.dim() != 4 or \

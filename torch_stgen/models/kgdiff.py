@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_binary_mask, check_seed, is_integer_dtype
+from .._checks import check_binary_mask, check_float32_model, check_seed, is_integer_dtype
 from ..data.datasets import node_index
 from ..diffusion import DDIMScheduler, DDPMScheduler, EDMPrecond, MetaPatternDiffusion
 from ..nn.conditioners import Conditioner, ConditionerStack, check_inputs
@@ -607,6 +607,7 @@ class KGDiff(nn.Module):
             inputs (dict, optional): ``{key: [B, ...]}``, the batch of the model's
                 ``conditioners``. (default: ``None``)
         """
+        check_float32_model(self)
         self._check_batch(x, mask)
         if not bool(self.scaler_set):
             raise RuntimeError("call set_scaler(mean, std) (or fit) before training")
@@ -676,6 +677,7 @@ class KGDiff(nn.Module):
             dict with the per-step ``loss`` list (under data-parallel training, the
             losses of this rank's own batches).
         """
+        check_float32_model(self)
         self._check_batch(x, mask)
         # the samples stay on the CPU (as do the random draws, so the training stream does
         # not depend on the device); each batch moves to the model's device
@@ -808,6 +810,7 @@ class KGDiff(nn.Module):
             Tensor ``[num_samples, n, L]`` in original units, on the model's device (the
             starting noise is drawn on the CPU, so it does not depend on the device).
         """
+        check_float32_model(self)
         if sampler not in _SAMPLERS:
             raise ValueError(f"'sampler' must be one of {_SAMPLERS} (got {sampler!r})")
         if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:

@@ -138,6 +138,12 @@ class TimesBlock(nn.Module):
     with the signal scale, so for long, strongly periodic inputs the softmax is close to
     one-hot (the strongest period dominates).
 
+    The periods are data: one host sync per call reads them, and ``torch.compile`` breaks
+    the graph there. With torch 2.13 the default inductor backend fails on the period
+    reshapes when it compiles them with dynamic shapes; ``torch.compile(block,
+    dynamic=False)`` (one graph per period set) works. Low-precision blocks
+    (``.bfloat16()`` / ``.half()``) run their FFT in float32.
+
     Args:
         seq_len (int): series length ``T`` (inputs must have exactly this length).
         d_model (int, optional): channels ``d``. (default: ``64``)
@@ -203,7 +209,9 @@ class TimesBlock(nn.Module):
         """
         self._check(x)
         T = x.shape[1]
-        amp = torch.fft.rfft(x, dim=1).abs()  # [B, T // 2 + 1, d]
+        # the CPU FFT has no bfloat16 / float16 kernels: those go through float32
+        low = x.dtype in (torch.bfloat16, torch.float16)
+        amp = torch.fft.rfft(x.float() if low else x, dim=1).abs()  # [B, T // 2 + 1, d]
         score = amp.detach().mean(dim=(0, 2))
         score[0] = float("-inf")  # DC excluded (paper: set to 0; -inf also breaks ties)
         freqs = torch.topk(score, self.top_k).indices  # [k]
