@@ -38,13 +38,11 @@ def check_float32_model(module: torch.nn.Module) -> None:
     raw dtype error deep inside (DiffRecon) or sampled in float32 anyway (KGDiff). No
     device sync: it reads the dtypes only."""
     for p in module.parameters():
-        if p.is_floating_point():
-            if p.dtype != torch.float32:
-                raise TypeError(
-                    f"{type(module).__name__} runs in float32, but its parameters are "
-                    f"{p.dtype} (after .double() / .half()?); call .float(), and use "
-                    f"torch.autocast for mixed precision")
-            return
+        if p.is_floating_point() and p.dtype != torch.float32:
+            raise TypeError(
+                f"{type(module).__name__} runs in float32, but its parameters are "
+                f"{p.dtype} (after .double() / .half()?); call .float(), and use "
+                f"torch.autocast for mixed precision")
 
 
 def check_seed(seed, name: str = "seed") -> int:

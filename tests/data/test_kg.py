@@ -150,7 +150,11 @@ def test_kg_from_sensor_graph_distance_bins():
     assert kg2.triples[kg2.triples[:, 1] == 1].tolist() == [[0, 1, 1], [1, 1, 0]]
     # edges that agree to six digits keep distinct names (both were 'near_0.1_0.1km')
     kg3 = kg_from_sensor_graph(lat, lon, bins=(0.1, 0.1000001, 5))
-    assert kg3.relations == ["near_0_0.1km", "near_0.1_0.1000001km", "near_0.1000001_5km"]
+    assert kg3.relations == ["near_0.0_0.1km", "near_0.1_0.1000001km",
+                             "near_0.1000001_5.0km"]
+    # float32 edges keep their short names (0.3 is 0.30000001192092896 in float32)
+    kg4 = kg_from_sensor_graph(lat, lon, bins=torch.tensor([0.3, 1.2, 5.0]))
+    assert kg4.relations == ["near_0_0.3km", "near_0.3_1.2km", "near_1.2_5km"]
     assert int((kg2.triples[:, 1] == 0).sum()) == 0
     with pytest.raises(ValueError, match="'bins'"):
         kg_from_sensor_graph(lat, lon, bins=(2.0, 1.0))

@@ -305,6 +305,28 @@ def test_a_float64_model_is_refused_by_name():
             call()
 
 
+def test_sigma_data_setting_is_part_of_the_architecture_and_takes_any_real():
+    """A 'target' model resumed a default run's checkpoint silently (the rule was not in
+    the fingerprint); numpy / 0-d tensor values were refused once the rules came in."""
+    import numpy as np
+    from torch_stgen.train.checkpoint import architecture_fingerprint
+    base = architecture_fingerprint(make())
+    assert architecture_fingerprint(make(sigma_data="node-residual")) == base
+    assert architecture_fingerprint(make(sigma_data="target")) != base
+    assert architecture_fingerprint(make(sigma_data=0.3)) not in (
+        base, architecture_fingerprint(make(sigma_data=0.4)))
+    for value in (np.float32(0.25), torch.tensor(0.25), 1):
+        assert make(sigma_data=value).precond.sigma_data == pytest.approx(float(value))
+
+
+def test_a_partly_float64_model_is_refused_too():
+    x, nodes = two_level_series()
+    m = make()
+    m.precond.double()
+    with pytest.raises(TypeError, match="KGDiff runs in float32"):
+        m.fit(x, nodes, steps=1, batch_size=4, progress=False)
+
+
 def test_relation_aggregation_is_the_sum_of_per_relation_layers():
     m = make(num_moe_layers=1)
     assert m.aggregation == "relation"                  # the default

@@ -426,3 +426,19 @@ def test_identity_activation_pickles_and_int32_ids_are_accepted(tmp_path):
                            conv(x, ei, et, per_relation=per_relation))
     with pytest.raises(TypeError, match="'edge_index' must be an integer tensor"):
         conv(x, ei.float(), et)
+
+
+def test_a_manifold_pickled_without_the_new_attributes_still_works():
+    """A module saved whole before the curvature settings were stored lost repr,
+    reset_parameters and its fingerprint after loading."""
+    import pickle
+    conv = GeometryMoEConv(6, num_relations=3, init_curvature=(-0.5, 2.0))
+    for m in conv.manifolds.values():
+        for attr in ("learnable", "_raw_init", "_k_init"):
+            del m.__dict__[attr]                     # the state an old pickle carries
+    old = pickle.loads(pickle.dumps(conv))
+    assert "k_H=-0.5" in repr(old)
+    with torch.no_grad():
+        old.manifolds["S"].raw_k += 1.0
+    old.reset_parameters()
+    assert round(float(old.curvatures["S"].detach()), 6) == 2.0

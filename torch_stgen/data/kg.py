@@ -448,11 +448,10 @@ def _haversine_km(lat, lon) -> np.ndarray:
     return haversine_distances(lat, lon).numpy()
 
 
-def _fmt_km(v: float) -> str:
-    """Short form (``1``, ``2.5``), or the exact one where six digits would merge two
-    different edges (``0.1`` and ``0.1000001``)."""
-    short = f"{v:g}"
-    return short if float(short) == v else repr(float(v))
+def _fmt_km(v: float, exact: bool = False) -> str:
+    """Short form (``1``, ``2.5``), or the exact one (for edges that six digits would
+    merge, ``0.1`` and ``0.1000001``)."""
+    return repr(float(v)) if exact else f"{v:g}"
 
 
 def _bin_edges(bins) -> List[float]:
@@ -522,7 +521,10 @@ def kg_from_sensor_graph(lat, lon, adj=None, bins: Sequence[float] = (1.0, 2.0, 
     if len(names) != n:
         raise ValueError(f"'sensor_ids' must have N={n} entries (got {len(names)})")
     lows = [0.0] + edges[:-1]
-    relations = [f"near_{_fmt_km(lo)}_{_fmt_km(hi)}km" for lo, hi in zip(lows, edges)]
+    # exact edges only where the short names of two different edges coincide
+    exact = len({_fmt_km(e) for e in edges}) < len(edges)
+    relations = [f"near_{_fmt_km(lo, exact)}_{_fmt_km(hi, exact)}km"
+                 for lo, hi in zip(lows, edges)]
     dist = _haversine_km(lat, lon)
     k = np.searchsorted(np.asarray(edges), dist, side="right")  # bin index, K = too far
     off = ~np.eye(n, dtype=bool)

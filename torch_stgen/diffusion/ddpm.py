@@ -15,7 +15,7 @@ The schedulers follow the diffusers contract (``set_timesteps``, ``timesteps``,
 import logging
 import math
 from collections.abc import Mapping
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -456,7 +456,7 @@ class DDPMScheduler(_DiscreteScheduler):
     def step(self, model_output: Tensor, timestep, sample: Tensor,
              generator: Optional[torch.Generator] = None,
              variance_noise: Optional[Tensor] = None,
-             return_dict: bool = True) -> SchedulerOutput:
+             return_dict: bool = True) -> Union[SchedulerOutput, Tuple[Tensor, Tensor]]:
         r"""One ancestral step :math:`x_t \to x_{s}` (eqs. 6, 7, 11).
 
         Args:
@@ -540,7 +540,7 @@ class DDIMScheduler(_DiscreteScheduler):
     def step(self, model_output: Tensor, timestep, sample: Tensor, eta: Optional[float] = None,
              generator: Optional[torch.Generator] = None,
              variance_noise: Optional[Tensor] = None,
-             return_dict: bool = True) -> SchedulerOutput:
+             return_dict: bool = True) -> Union[SchedulerOutput, Tuple[Tensor, Tensor]]:
         r"""One DDIM step :math:`x_t \to x_s` (eqs. 12, 16).
 
         Args:

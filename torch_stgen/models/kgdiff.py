@@ -46,8 +46,8 @@ pattern term, jointly over the U-Net, the pattern head, the Geometry MoE and the
 :math:`w_f = 1` makes :math:`f` an estimate of the node's mean day, which the unseen-node
 setting needs: see the class docstring. The pattern term is computed on the delay image,
 :math:`w_f \|\mathrm{DE}(x_0 - f)\|^2`, so a step counts as often as it appears in the
-image: ``DelayEmbedding.counts``, 1 to 6 for the 48-step reference setting.) Sampling integrates the EDM probability-flow ODE
-with Heun's method from :math:`y \sim \mathcal N(0, \sigma_{max}^2 I)` and returns
+image: ``DelayEmbedding.counts``, 1 to 6 for the 48-step reference setting.) Sampling
+integrates the EDM probability-flow ODE with Heun's method from :math:`y \sim \mathcal N(0, \sigma_{max}^2 I)` and returns
 :math:`x_0 = \mathrm{DE}^{-1}(y_0) + f`, i.e. the chain starts at :math:`\mathcal N(f,
 \sigma_{max}^2 I)` (eq. 17's prior centred on the pattern). DDPM / DDIM sampling of the same
 trained network is available through the VP <-> VE correspondence
@@ -340,13 +340,14 @@ class KGDiff(nn.Module):
             memorising the training nodes). (default: ``0``)
         sigma_data (float or str, optional): EDM :math:`\sigma_d`, a positive number, or
             measured by :meth:`fit` on the training data (standardised units), ``1.0``
-            without a meta pattern: ``'target'`` is the RMS of the diffusion's actual
-            target :math:`z - \lambda \bar z_\text{node}` (:math:`\lambda` =
-            ``pattern_shrink``, :math:`\bar z_\text{node}` the node's mean day, which
-            :math:`f` learns); ``'node-residual'`` is the RMS of :math:`z - \bar
+            without a meta pattern: ``'target'`` approximates the RMS of the diffusion's
+            actual target by that of :math:`z - \lambda \bar z_\text{node}`
+            (:math:`\lambda` = ``pattern_shrink``, :math:`\bar z_\text{node}` the node's
+            mean day standing in for the learnt :math:`f`; measured on the series, while
+            the loss sees the delay image, where steps repeat); ``'node-residual'`` is the RMS of :math:`z - \bar
             z_\text{node}`, the target's spread only when :math:`\lambda = 1`.
             ``None`` = ``'node-residual'``, chosen on validation nodes (seed 0):
-            ``'target'`` was worse by 9.7 % on the synthetic city and 0.2 % on METR-LA,
+            ``'target'`` was worse by 9.6 % on the synthetic city and 0.2 % on METR-LA,
             averaged over MAE, RMSE, MMD and JSD (``benchmarks/results/
             kgdiff_synthetic_ablations.md``, sixth pass). (default: ``None``)
         num_train_timesteps (int, optional): length of the discrete chain used by the
@@ -385,7 +386,7 @@ class KGDiff(nn.Module):
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  mid_attention: bool = False, film: bool = False,
                  guidance_dropout: float = 0.0, aggregation: str = "relation",
-                 sigma_data: Optional[float] = None, num_train_timesteps: int = 200,
+                 sigma_data: Union[float, str, None] = None, num_train_timesteps: int = 200,
                  beta_schedule: str = "cosine", pattern_shrink: float = 0.5,
                  message_norm: bool = True, moe_input_scale: bool = True,
                  conditioners: Optional[Union[Conditioner, Sequence[Conditioner]]] = None,
@@ -443,10 +444,14 @@ class KGDiff(nn.Module):
             sigma_data = 0.5 if self.meta_pattern else 1.0     # until fit measures it
         else:
             self.sigma_data_rule = None
-            if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) \
-                    or not math.isfinite(sigma_data) or not sigma_data > 0:
+            try:        # any real number: a Python / numpy float, a 0-d tensor
+                value = None if isinstance(sigma_data, bool) else float(sigma_data)
+            except (TypeError, ValueError):
+                value = None
+            if value is None or not math.isfinite(value) or not value > 0:
                 raise ValueError(f"'sigma_data' must be a positive number or one of "
                                  f"{_SIGMA_DATA_RULES} (got {sigma_data!r})")
+            sigma_data = value
         self.auto_sigma_data = self.sigma_data_rule is not None
 
         self.register_buffer("edge_index", kg.edge_index.clone(), persistent=False)
@@ -891,4 +896,14 @@ class KGDiff(nn.Module):
                 f"aggregation={self.aggregation!r}, meta_pattern={self.meta_pattern}, "
                 + (f"pattern_shrink={self.pattern_shrink}, " if self.pattern_shrink != 1.0
                    else "")
+                + self._sigma_data_repr()
                 + f"entities={ents}")
+
+    def _sigma_data_repr(self) -> str:
+        """The ``sigma_data`` setting when it is not the default rule (so that the
+        checkpoint fingerprint tells such runs apart; default fingerprints unchanged)."""
+        if self.sigma_data_rule == _DEFAULT_SIGMA_DATA_RULE:
+            return ""
+        if self.sigma_data_rule is not None:
+            return f"sigma_data={self.sigma_data_rule!r}, "
+        return f"sigma_data={self.precond.sigma_data:g}, "

@@ -20,6 +20,8 @@ __all__ = ["GeometryMoEConv"]
 
 _EXPERTS = ("E", "H", "S")
 _VARIANTS = ("mobius_add", "paper")
+
+
 def _identity(x: Tensor) -> Tensor:
     return x
 
@@ -63,6 +65,15 @@ class SignedStereographic(geoopt.Stereographic):
     @property
     def k(self) -> Tensor:  # type: ignore[override]
         return self.sign * (F.softplus(self.raw_k) + _K_FLOOR)
+
+    def __setstate__(self, state):
+        # a module pickled before these attributes existed: derive them from raw_k
+        super().__setstate__(state)
+        if "_raw_init" not in self.__dict__:
+            raw = self.raw_k
+            self.learnable = bool(raw.requires_grad)
+            self._raw_init = float(raw.detach())
+            self._k_init = float(self.k.detach())
 
     def reset_parameters(self):
         """Back to the curvature given to the constructor."""
