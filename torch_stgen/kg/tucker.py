@@ -90,12 +90,10 @@ class TuckerEmbeddings:
         if self.model_state is None:
             raise ValueError("these TuckerEmbeddings carry no 'model_state'; cannot rebuild "
                              "the PyKEEN model")
-        # building draws initial weights (then overwritten): not from the caller's RNGs
-        py_state, np_state = random.getstate(), np.random.get_state()
+        # building draws initial weights (then overwritten): not from the caller's RNG
+        # (_build_model itself seeds nothing)
         with torch.random.fork_rng(devices=[]):
             model = _build_model(self.num_entities, self.num_relations, self.settings)
-        random.setstate(py_state)
-        np.random.set_state(np_state)
         model.load_state_dict(self.model_state)
         return model.to(device).eval()
 

@@ -452,7 +452,6 @@ class KGDiff(nn.Module):
                 raise ValueError(f"'sigma_data' must be a positive number or one of "
                                  f"{_SIGMA_DATA_RULES} (got {sigma_data!r})")
             sigma_data = value
-        self.auto_sigma_data = self.sigma_data_rule is not None
 
         self.register_buffer("edge_index", kg.edge_index.clone(), persistent=False)
         self.register_buffer("edge_type", kg.edge_type.clone(), persistent=False)
@@ -898,6 +897,11 @@ class KGDiff(nn.Module):
                    else "")
                 + self._sigma_data_repr()
                 + f"entities={ents}")
+
+    @property
+    def auto_sigma_data(self) -> bool:
+        """Whether :meth:`fit` measures ``sigma_data`` (a rule was given, not a number)."""
+        return self.sigma_data_rule is not None
 
     def _sigma_data_repr(self) -> str:
         """The ``sigma_data`` setting when it is not the default rule (so that the
