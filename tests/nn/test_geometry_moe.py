@@ -326,9 +326,11 @@ def test_message_norm_makes_clipped_edges_curvature_free():
 @pytest.mark.parametrize("variant,message_norm", [("mobius_add", False), ("mobius_add", True),
                                                   ("paper", False)])
 def test_per_relation_forward_is_the_sum_of_per_relation_calls(variant, message_norm):
-    """One pass with per-relation means equals R message-passing calls summed, exactly (same
+    """One pass with per-relation means equals R message-passing calls summed (same
     messages, same per-slot summation order); nodes without edges of a relation and
-    relations absent from the edges contribute nothing."""
+    relations absent from the edges contribute nothing. Equal up to float32 round-off: W_m
+    as one matmul over [*, N, R, m] and as R matmuls over [*, N, m] round alike on some CPUs
+    (bit-identical on the AVX2 machines of sessions 1-12) but not on AVX-512 ones."""
     torch.manual_seed(3)
     conv = GeometryMoEConv(6, 4, num_relations=5, variant=variant, act="tanh", bias=True,
                            message_norm=message_norm)
@@ -342,7 +344,7 @@ def test_per_relation_forward_is_the_sum_of_per_relation_calls(variant, message_
         has_r[edge_index[1, sel]] = True
         want = want + torch.where(has_r, conv(x, edge_index[:, sel], edge_type[sel]), 0.0)
     got = conv(x, edge_index, edge_type, per_relation=True)
-    assert torch.equal(got, want)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     # even with a bias, a node without edges of a relation gets nothing from it (it got
     # act(bias) from every relation present anywhere in the batch)
     assert got[:, 8].eq(0).all()
