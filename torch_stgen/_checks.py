@@ -5,7 +5,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["check_binary_mask", "check_int", "check_seed", "is_integer_dtype"]
+__all__ = ["check_binary_mask", "check_int", "check_seed", "is_integer_dtype",
+           "match_input_dtype"]
 
 
 def is_integer_dtype(t: Tensor) -> bool:
@@ -43,6 +44,21 @@ def check_float32_model(module: torch.nn.Module) -> None:
                 f"{type(module).__name__} runs in float32, but its parameters are "
                 f"{p.dtype} (after .double() / .half()?); call .float(), and use "
                 f"torch.autocast for mixed precision")
+
+
+def match_input_dtype(name: str, x: Tensor, weight: Tensor) -> Tensor:
+    """``x`` ready for a layer whose parameters have ``weight``'s dtype: integer and boolean
+    inputs (counts, flags) are cast to it; a floating input of another dtype is refused
+    with a ``TypeError`` naming ``name`` (``torch.nn.Linear`` raised "mat1 and mat2 must
+    have the same dtype" from inside the layer), unless autocast is on for its device,
+    which casts it. No device sync."""
+    if not x.is_floating_point():
+        return x.to(weight.dtype)
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"'{name}' is {x.dtype} but the layer's parameters are "
+                        f"{weight.dtype}; cast one to the other (x.to({weight.dtype}) or "
+                        f"layer.to({x.dtype})), or run under torch.autocast")
+    return x
 
 
 def check_seed(seed, name: str = "seed") -> int:

@@ -270,5 +270,41 @@ def test_stack_names_the_missing_key_once():
 
         def forward(self, batch):
             raise KeyError()                                # no key at all: no IndexError
-    with pytest.raises(KeyError, match="Bare reads batch key None"):
+    with pytest.raises(KeyError) as bare:                   # its own error, passed unchanged
         ConditionerStack([Bare()])({"obs": torch.zeros(1)})
+    assert bare.value.args == ()
+
+    class Reads(Conditioner):                               # a user's conditioner: plain []
+        vector_dim = 2
+
+        def forward(self, batch):
+            return {"vector": batch["weather"]}
+    with pytest.raises(KeyError, match="Reads reads batch key 'weather' that the batch lacks"):
+        ConditionerStack([Reads()])({"obs": torch.zeros(1)})
+
+
+def test_stack_passes_a_conditioners_own_key_error_unchanged():
+    """A KeyError from a conditioner's own lookup table was reported as a missing batch key
+    (with the original traceback suppressed)."""
+    from torch_stgen.nn.conditioners import ConditionerStack
+
+    class Lookup(Conditioner):
+        vector_dim = 2
+
+        def __init__(self):
+            super().__init__()
+            self.table = {"a": torch.ones(2)}
+
+        def forward(self, batch):
+            return {"vector": self.table["b"].expand(batch["x"].shape[0], 2)}
+    with pytest.raises(KeyError) as err:
+        ConditionerStack([Lookup()])({"x": torch.zeros(3, 1)})
+    assert err.value.args == ("b",) and "batch" not in str(err.value)
+    # reading the batch with .get still works through the stack's view of it
+    class Gets(Conditioner):
+        vector_dim = 1
+
+        def forward(self, batch):
+            return {"vector": batch.get("x", torch.zeros(3, 1))}
+    out = ConditionerStack([Gets()])({"x": torch.ones(3, 1)})
+    assert torch.equal(out["vector"], torch.ones(3, 1))

@@ -121,20 +121,26 @@ class MetaPatternDiffusion(nn.Module):
                              "instead of 'phi'")
         return self.pattern_head(phi)
 
-    def _resolve_f(self, x: Tensor, f: Optional[Tensor], phi: Optional[Tensor]) -> Tensor:
+    def _resolve_f(self, x: Tensor, f: Optional[Tensor], phi: Optional[Tensor],
+                   takes_phi: bool = True, name: str = "f") -> Tensor:
+        """``f`` (or ``pattern(phi)``) checked to broadcast to ``x``; ``takes_phi``: whether
+        the calling method accepts ``phi`` (the message names only what it takes)."""
+        if not takes_phi and f is None:
+            raise ValueError(f"'{name}' (the pattern, broadcastable to {tuple(x.shape)}) is "
+                             f"required")
         if (f is None) == (phi is None):
             raise ValueError("pass exactly one of 'f' (the pattern) and 'phi' (its guidance)")
         if f is None:
             f = self.pattern(phi)
         if not isinstance(f, Tensor):
-            raise TypeError(f"'f' must be a tensor (got {type(f).__name__})")
+            raise TypeError(f"'{name}' must be a tensor (got {type(f).__name__})")
         try:
             torch.broadcast_shapes(f.shape, x.shape)
             ok = torch.broadcast_shapes(f.shape, x.shape) == x.shape
         except RuntimeError:
             ok = False
         if not ok:
-            raise ValueError(f"'f' must broadcast to the sample shape {tuple(x.shape)} "
+            raise ValueError(f"'{name}' must broadcast to the sample shape {tuple(x.shape)} "
                              f"(got {tuple(f.shape)})")
         return f.to(x.dtype)
 
@@ -151,7 +157,7 @@ class MetaPatternDiffusion(nn.Module):
             - **x0:** ``[B, *]``; **f:** broadcastable to ``x0``; **t:** ``[B]`` or scalar;
               **noise:** ``[B, *]``; **output:** ``[B, *]``
         """
-        f = self._resolve_f(x0, f, None)
+        f = self._resolve_f(x0, f, None, takes_phi=False)
         if noise is None:
             noise = _randn(x0.shape, generator, x0.device, x0.dtype)
         # y_i = DDPM marginal of y_0 = x_0 - f; x_i = y_i + f
@@ -173,7 +179,7 @@ class MetaPatternDiffusion(nn.Module):
         if x0.shape != x_t.shape:
             raise ValueError(f"'x_t' must have the shape of 'x0' {tuple(x0.shape)} "
                              f"(got {tuple(x_t.shape)})")
-        f = self._resolve_f(x_t, f, None)
+        f = self._resolve_f(x_t, f, None, takes_phi=False)
         t = self.scheduler._per_sample(t, x_t, "t")
         ab = self.alphas_cumprod[t]
         ab_prev = torch.where(t > 0, self.alphas_cumprod[(t - 1).clamp(min=0)],
@@ -276,13 +282,16 @@ class MetaPatternDiffusion(nn.Module):
                                                               rtol=1e-6, atol=0):
             raise ValueError("'scheduler' must use the same betas as this "
                              "MetaPatternDiffusion")
+        if not isinstance(f, Tensor):
+            raise TypeError(f"'f' (the pattern) must be a tensor (got {type(f).__name__})")
         if shape is None:
             shape = x_T.shape if x_T is not None else f.shape
         shape = tuple(int(s) for s in shape)
         if x_T is not None and tuple(x_T.shape) != shape:
             raise ValueError(f"'x_T' must have shape {shape} (got {tuple(x_T.shape)})")
         ref = x_T if x_T is not None else f
-        f = self._resolve_f(torch.empty(shape, dtype=ref.dtype, device=ref.device), f, None)
+        f = self._resolve_f(torch.empty(shape, dtype=ref.dtype, device=ref.device), f, None,
+                            takes_phi=False)
         if x_T is None:
             x_T = f + _randn(shape, generator, f.device, f.dtype) * sched.init_noise_sigma
         step_kwargs = _prepare_sampling(sched, num_inference_steps, eta)
@@ -317,7 +326,8 @@ class MetaPatternDiffusion(nn.Module):
         if mask is not None:                # checked above; as bool, not checked again
             mask = torch.as_tensor(mask, device=x0.device) != 0
         denoise = _edm_loss(precond, x0 - f, mask=mask, **kwargs)
-        target_f = f if aux_f is None else aux_f
+        target_f = f if aux_f is None else self._resolve_f(x0, aux_f, None, takes_phi=False,
+                                                            name="aux_f")
         aux = _masked_mse(target_f.expand_as(x0), x0, mask) if self.aux_weight > 0 else \
             denoise.new_zeros(())
         total = denoise + self.aux_weight * aux
@@ -335,7 +345,7 @@ class MetaPatternDiffusion(nn.Module):
             latents (Tensor): standard normal ``[B, *]``.
             **kwargs: passed to :func:`~torch_stgen.diffusion.edm_sampler`.
         """
-        f = self._resolve_f(latents, f, None)
+        f = self._resolve_f(latents, f, None, takes_phi=False)
         return _edm_sampler(denoiser, latents, **kwargs) + f
 
     def extra_repr(self) -> str:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_binary_mask
 from .embeddings import ExternalEmbedding, TimeFeatureEmbedding, _check_finite
 
 __all__ = ["Conditioner", "ObservedMapConditioner", "ExternalConditioner",
@@ -53,6 +54,15 @@ class _MissingKey(KeyError):
     def __init__(self, key: str, message: str, explained: bool = False):
         super().__init__(message)
         self.key, self.explained = key, explained
+
+
+class _Batch(dict):
+    """The batch as a :class:`ConditionerStack`'s members see it: reading a key it lacks
+    raises :class:`_MissingKey`, so a ``KeyError`` of a conditioner's own (a lookup table
+    of its own, say) is told apart from a missing batch key and passes unchanged."""
+
+    def __missing__(self, key):
+        raise _MissingKey(key, f"the batch lacks {key!r}")
 
 
 def _get(batch: Dict[str, Tensor], key: str, owner: str) -> Tensor:
@@ -232,6 +242,8 @@ class ObservedMapConditioner(Conditioner):
                 raise ValueError(f"batch[{self.mask_key!r}] must have shape "
                                  f"[B, {self.mask_channels}, h, w] = {want} "
                                  f"(got {tuple(m.shape)})")
+            # NaN, -1 or 0.5 would count as observed (!= 0) and let values through
+            check_binary_mask(f"batch[{self.mask_key!r}]", m)
             observed = m.bool() if m.dtype == torch.bool else (m != 0)
             if not bool(torch.isfinite(x[observed.expand_as(x)]).all()):
                 raise ValueError(f"batch[{self.key!r}] has NaN/inf at observed entries "
@@ -307,7 +319,7 @@ class ExternalConditioner(Conditioner):
 
     def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         name = self.__class__.__name__
-        vec = None
+        vec = tau = None
         if self.time_embed is not None:
             tau = _get(batch, self.time_key, name)
             if tau.dim() not in (2, 3):
@@ -320,6 +332,10 @@ class ExternalConditioner(Conditioner):
                 raise ValueError(f"batch[{self.ext_key!r}] must have shape "
                                  f"[B, {self.ext_features}] or [B, T, {self.ext_features}] "
                                  f"(got {tuple(u.shape)})")
+            if tau is not None and tau.dim() == 3 == u.dim() and tau.shape[1] != u.shape[1]:
+                raise ValueError(f"batch[{self.ext_key!r}] and batch[{self.time_key!r}] "
+                                 f"cover windows of different length ({u.shape[1]} vs "
+                                 f"{tau.shape[1]} steps)")
             e = self._reduce(self.ext_embed(u), self.ext_key)
             if vec is not None and e.shape[0] != vec.shape[0]:
                 raise ValueError(f"batch[{self.ext_key!r}] and batch[{self.time_key!r}] "
@@ -369,20 +385,25 @@ class ConditionerStack(Conditioner):
 
     def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         parts = {k: [] for k in KEYS}
+        batch_size = None
+        view = batch if isinstance(batch, _Batch) or not isinstance(batch, dict) else _Batch(batch)
         for c in self.conditioners:
             try:
-                out = c(batch)
-            except KeyError as err:     # name the conditioner and what the batch holds
-                if isinstance(err, _MissingKey) and err.explained:
+                out = c(view)
+            except _MissingKey as err:  # name the conditioner and what the batch holds
+                if err.explained:
                     raise                  # from a nested stack: already explained
-                key = err.key if isinstance(err, _MissingKey) else (
-                    err.args[0] if err.args else None)
+                key = err.key
                 raise _MissingKey(key, f"{type(c).__name__} reads batch key {key!r} that the "
                                        f"batch lacks (it has {sorted(batch)}); the models "
                                        f"fill extra keys from the user's inputs, one row "
                                        f"per map or sample (DiffRecon: step_inputs, "
-                                       f"KGDiff: inputs)", explained=True) from None
-            out = c.check(out)
+                                       f"KGDiff: inputs)", explained=True) from err
+            if batch_size is None and isinstance(out, dict) and out:
+                first = next(iter(out.values()))   # every output on the first one's B
+                if isinstance(first, Tensor) and first.dim() > 0:
+                    batch_size = first.shape[0]
+            out = c.check(out, batch_size)
             for k, v in out.items():
                 parts[k].append(v)
         result = {}

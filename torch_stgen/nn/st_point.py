@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_binary_mask, check_int, match_input_dtype
+
 __all__ = ["STPointEmbedding", "STPointAttention", "STPointFormer", "stack_subregions"]
 
 _TIME_POOLS = ("mean", "last", "flatten")
@@ -28,11 +30,11 @@ _TIME_POOLS = ("mean", "last", "flatten")
 # helpers
 # ---------------------------------------------------------------------------------------------
 def _pair(value, name: str) -> Tuple[int, int]:
-    if isinstance(value, int) or len(tuple(value)) != 2:
-        raise ValueError(f"'{name}' must be a pair of positive ints (got {value!r})")
-    a, b = (int(v) for v in value)
-    if a <= 0 or b <= 0:
-        raise ValueError(f"'{name}' must be a pair of positive ints (got {value!r})")
+    try:
+        a, b = value                    # an int, a string or a triple fail here
+        a, b = check_int(name, a), check_int(name, b)   # 2.7 was truncated to 2
+    except (TypeError, ValueError):
+        raise ValueError(f"'{name}' must be a pair of positive ints (got {value!r})") from None
     return a, b
 
 
@@ -262,6 +264,7 @@ class STPointEmbedding(nn.Module):
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"'x' must have shape [B, T, N, F] = [B, {T}, {N}, {Fi}] (got {got})")
         B = x.shape[0]
+        x = match_input_dtype("x", x, self.value_proj.weight)
         if mask is None:
             mask = torch.ones(B, T, N, 1, dtype=torch.bool, device=x.device)
         if (not isinstance(mask, Tensor) or mask.dim() != 4
@@ -269,13 +272,22 @@ class STPointEmbedding(nn.Module):
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
             raise ValueError(f"'mask' must have shape [B, T, N, F] or [B, T, N, 1] = "
                              f"[{B}, {T}, {N}, {Fi} or 1] (got {got})")
+        if pos is not None and self.pos_mlp is None:
+            raise ValueError("'pos' was given but the layer was built with pos_features=0")
+        # one host sync for every value check: x finite where observed, a 0/1 mask (NaN,
+        # -1 or 0.5 counted as observed before), a finite ``ext`` (NaN would blank the
+        # sample's points)
+        flags = []
+        if mask.dtype != torch.bool:
+            flags.append(((mask == 0) | (mask == 1)).all())
+        raw_mask = mask
         mask = (mask != 0).expand_as(x) & ~torch.isnan(x)
         values = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        finite = torch.isfinite(values).all()
+        flags.append(torch.isfinite(values).all())
         if self.ext_proj is not None and isinstance(ext, Tensor) and ext.is_floating_point():
-            # one host sync for both checks; a NaN in ``ext`` would blank the sample's points
-            finite = torch.stack([finite, torch.isfinite(ext).all()])
-        if not bool(finite.all()):
+            flags.append(torch.isfinite(ext).all())
+        if not bool(torch.stack(flags).all()):
+            check_binary_mask("mask", raw_mask)
             if not torch.isfinite(values).all():
                 raise ValueError("'x' has Inf at observed points (mask them or clean the data)")
             raise ValueError("'ext' contains NaN or infinite values; fill or drop the "
@@ -287,7 +299,9 @@ class STPointEmbedding(nn.Module):
                 got = None if ext is None else tuple(ext.shape)
                 raise ValueError(f"'ext' must have shape [B, T, F_ext] = "
                                  f"[{B}, {T}, {self.ext_features}] (got {got})")
-            h = h + self.ext_proj(ext).unsqueeze(2)
+            # conditioning covariates: integer flags and float64 arrays are cast, as in
+            # ExternalEmbedding
+            h = h + self.ext_proj(ext.to(self.ext_proj.weight.dtype)).unsqueeze(2)
         elif ext is not None:
             raise ValueError("'ext' was given but the layer was built with ext_features=0")
         return h.reshape(B, T * N, self.d_model), mask.any(-1).reshape(B, T * N)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import match_input_dtype
 from .st_point import _TIME_POOLS, _pair, _pool_time, _resolve_down, stack_subregions
 
 __all__ = ["InceptionBlock", "TimesBlock", "TPatternNet"]
@@ -165,7 +166,10 @@ class TimesBlock(nn.Module):
                           ("top_k", top_k), ("num_kernels", num_kernels)):
             if not isinstance(val, int) or val <= 0:
                 raise ValueError(f"'{name}' must be a positive int (got {val!r})")
-        if seq_len < 2 or top_k > seq_len // 2:
+        if seq_len < 2:
+            raise ValueError(f"'seq_len' must be >= 2: a length-{seq_len} series has no "
+                             f"non-DC frequency to take a period from")
+        if top_k > seq_len // 2:
             raise ValueError(f"'top_k' ({top_k}) must be <= seq_len // 2 = {seq_len // 2} "
                              f"(non-DC rFFT frequencies of a length-{seq_len} series)")
         if period_rule not in ("ceil", "floor"):
@@ -228,6 +232,8 @@ class TimesBlock(nn.Module):
         return periods, amp.mean(-1)[:, freqs]
 
     def forward(self, x: Tensor) -> Tensor:
+        if isinstance(x, Tensor):
+            x = match_input_dtype("x", x, self.conv[0].kernels[0].weight)
         periods, amplitudes = self.find_periods(x)
         B, T, d = x.shape
         outs = []
@@ -357,13 +363,14 @@ class TPatternNet(nn.Module):
         return c * (self.grid[0] // self.down[0]) * (self.grid[1] // self.down[1])
 
     def forward(self, x: Tensor) -> Tensor:
-        if isinstance(x, Tensor) and x.dim() == 4:
-            x = x.reshape(x.shape[0], x.shape[1], -1)
+        if isinstance(x, Tensor) and x.dim() == 4:     # sizes spelt out: -1 fails at B = 0
+            x = x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
         if (not isinstance(x, Tensor) or x.dim() != 3
                 or x.shape[1:] != (self.seq_len, self.in_channels)):
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"'x' must have shape [B, T, C] = [B, {self.seq_len}, "
                              f"{self.in_channels}] or [B, T, N, F] with N * F = C (got {got})")
+        x = match_input_dtype("x", x, self.embedding.weight)
         h = self.dropout(self.embedding(x))
         for block, norm in zip(self.blocks, self.norms):
             h = norm(block(h))
