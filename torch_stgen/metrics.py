@@ -153,8 +153,10 @@ def _mmd_batched(x: Tensor, y: Tensor, num_kernels: int, kernel_mul: float,
     d2 = d2 * (1.0 - torch.eye(z.shape[1], dtype=z.dtype, device=z.device))
     tot = n + m
     if bandwidth is None:
-        if tot < 2:
-            raise ValueError("mmd needs at least two pooled samples to set the bandwidth")
+        if tot < 3:     # with two, D-bar is their own distance: the same value for any pair
+            raise ValueError(f"mmd needs at least three pooled samples to set the bandwidth "
+                             f"from the data (got {n} + {m}); with two the result is a "
+                             f"constant whatever they are; pass 'bandwidth'")
         centre = d2.sum(dim=(1, 2)) / (tot * tot - tot)  # mean over off-diagonal pairs
     else:
         centre = torch.full((x.shape[0],), float(bandwidth), dtype=x.dtype, device=x.device)
@@ -204,7 +206,9 @@ def mmd(x, y, num_kernels: int = 5, kernel_mul: float = 2.0,
     exponent, no factor 2). The kernels are *summed*, so the value lies in
     :math:`[0, 2K]`. The estimator keeps the diagonal terms (V-statistic): it is always
     :math:`\ge 0` and exactly 0 when ``x`` and ``y`` are the same set. When every pooled
-    sample is the same point (:math:`\bar{D} = 0`) the result is 0.
+    sample is the same point (:math:`\bar{D} = 0`) the result is 0. The data-driven
+    bandwidth needs :math:`P \ge 3`: for two samples :math:`\bar{D}` is their own
+    distance and the value a constant.
 
     Args:
         x: first sample set, ``[n, d]`` (a 1-D tensor is read as ``[n, 1]``).

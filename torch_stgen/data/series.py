@@ -79,11 +79,22 @@ def _check_time_axis(series) -> None:
             raise ValueError(f"{kind} 'timestamps' must be unique at minute resolution "
                              f"(they are stored as datetime64[m]): {len(dup)} repeated, "
                              f"first {dup[0]} ({int(counts.max())} times at most)")
+        back = np.flatnonzero(np.diff(series.timestamps) < np.timedelta64(0, "m"))
+        if back.size:               # splits are by row order: they would mix the future in
+            i = int(back[0]) + 1
+            raise ValueError(f"{kind} 'timestamps' must increase (row {i}, "
+                             f"{series.timestamps[i]}, is earlier than row {i - 1}, "
+                             f"{series.timestamps[i - 1]}); sort the rows by time")
     if series.ext is not None:
         series.ext = torch.as_tensor(series.ext, dtype=torch.float32)
         if series.ext.dim() != 2 or series.ext.shape[0] != T:
             raise ValueError(f"{kind} 'ext' must have shape [T={T}, F_ext] "
                              f"(got {tuple(series.ext.shape)})")
+        bad = ~torch.isfinite(series.ext)
+        if bool(bad.any()):         # covariates are inputs at every step: no missing ones
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"{kind} 'ext' has NaN/inf (first at step {row}, column {col}); "
+                             f"fill or drop the affected steps")
 
 
 @dataclass
@@ -204,6 +215,12 @@ class GraphSeries:
                 if v.numel() != n:
                     raise ValueError(f"GraphSeries '{name}' must have shape [N={n}] "
                                      f"(got {v.numel()} values)")
+                bound = 90.0 if name == "lat" else 180.0
+                bad = ~(v.abs() <= bound)        # NaN too
+                if bool(bad.any()):              # lat/lon swapped split by longitude
+                    raise ValueError(f"GraphSeries '{name}' must be finite degrees in "
+                                     f"[-{bound:g}, {bound:g}] (node {int(bad.nonzero()[0])}: "
+                                     f"{float(v[bad][0])}; are lat and lon swapped?)")
                 setattr(self, name, v)
         if self.adj is not None:
             self.adj = torch.as_tensor(self.adj, dtype=torch.float32)
@@ -214,6 +231,14 @@ class GraphSeries:
         if self.node_ids is not None and len(self.node_ids) != n:
             raise ValueError(f"GraphSeries 'node_ids' must have N={n} entries "
                              f"(got {len(self.node_ids)})")
+        if self.node_ids is not None and len(set(self.node_ids)) != n:
+            seen, dup = set(), None             # two nodes would share one KG entity
+            for i in self.node_ids:
+                if i in seen:
+                    dup = i
+                    break
+                seen.add(i)
+            raise ValueError(f"GraphSeries 'node_ids' must be unique ({dup!r} repeats)")
 
     @property
     def shape(self):

@@ -266,13 +266,19 @@ def calendar(timestamps, holidays=None) -> torch.Tensor:
 
 
 def steps_per_day_of(timestamps, default: int = 24) -> int:
-    """Steps per day from the spacing of the first two ``timestamps`` (``default`` when
-    there are none or the spacing does not divide a day)."""
+    """Steps per day from the most common spacing of ``timestamps`` (as
+    :class:`~torch_stgen.data.DailyDataset` reads it; the first gap alone misread hourly
+    data that starts with a gap); ``default`` when there are fewer than two or the
+    spacing does not divide a day."""
     if timestamps is None or len(timestamps) < 2:
         return default
-    dt = int((np.asarray(timestamps[1:2]).astype("datetime64[m]")
-              - np.asarray(timestamps[:1]).astype("datetime64[m]")).astype(np.int64)[0])
-    return max(1, 1440 // dt) if dt > 0 and 1440 % dt == 0 else default
+    gaps = np.diff(np.asarray(timestamps).astype("datetime64[m]")).astype(np.int64)
+    gaps = gaps[gaps > 0]
+    if gaps.size == 0:
+        return default
+    values, counts = np.unique(gaps, return_counts=True)
+    dt = int(values[np.argmax(counts)])
+    return max(1, 1440 // dt) if 1440 % dt == 0 else default
 
 
 def standardise_ext(ext: Optional[torch.Tensor], train: slice) -> Optional[torch.Tensor]:
@@ -450,6 +456,18 @@ def run(args) -> List[Dict]:
     time_ = calendar(timestamps, holidays) if timestamps is not None else None
     steps_per_day = steps_per_day_of(timestamps)
     train, val, test = chronological_split(T)
+    if any(m.startswith("diffrecon") for m in methods):  # before any method trains
+        history_f = args.history_f or steps_per_day
+        if history_f // 2 < args.top_k:
+            raise ValueError(f"--history-f: T-PatternNet's window of {history_f} steps "
+                             f"({'given' if args.history_f else 'one day of this data'}) has "
+                             f"fewer than --top-k {args.top_k} periods; pass --history-f "
+                             f">= {2 * args.top_k}")
+        need = max(args.history_c, history_f)
+        if len(train) < need + 1:
+            raise ValueError(f"the training split has {len(train)} steps (half of T={T}); "
+                             f"DiffRecon needs more than max(--history-c, --history-f) = "
+                             f"{need}: pass shorter windows or more data")
     evald = test if args.split == "test" else val
     ext = standardise_ext(ext, train)
     coarse = coarsen(fine, N)
@@ -581,8 +599,8 @@ def format_table(rows: Sequence[Dict], metric: str = "mae") -> str:
             cells = []
             for p in pats:
                 bv = [val[(b, p)] for b in bases if (b, p) in val]
-                if (("diffrecon", p) not in val) or not bv:
-                    cells.append("-")
+                if (("diffrecon", p) not in val) or not bv or min(bv) == 0:
+                    cells.append("-")      # no baseline, or one that is exact: no ratio
                     continue
                 g = 1.0 - val[("diffrecon", p)] / min(bv)
                 gains.append(g)

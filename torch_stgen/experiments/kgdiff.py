@@ -121,6 +121,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="folder holding metr_la/ (default: %(default)s)")
     p.add_argument("--kg", default=None,
                    help="for a .npz dataset: KG triples file (head<TAB>relation<TAB>tail)")
+    p.add_argument("--channel", type=int, default=0,
+                   help="the channel whose daily series are generated, for data with C > 1 "
+                        "channels (default: %(default)s)")
     p.add_argument("--split", choices=("latitude",), default="latitude",
                    help="node split: 'latitude' = the southern --test-frac are test nodes")
     p.add_argument("--test-frac", type=open_fraction_arg, default=0.3,
@@ -314,9 +317,16 @@ def load_data(args) -> dict:
     else:
         raise ValueError(f"'--dataset' must be 'synthetic', 'metr-la' or a .npz path "
                          f"(got {ds!r})")
-    daily = DailyDataset(series, weekdays="weekday", holidays=holidays)
-    if daily.num_days < 1:
-        raise ValueError(f"dataset {name!r} has no complete weekday")
+    channels = series.data.shape[-1]
+    channel = getattr(args, "channel", 0)
+    if isinstance(channel, bool) or not isinstance(channel, int) \
+            or not -channels <= channel < channels:
+        raise ValueError(f"--channel must be in [-{channels}, {channels}) for {name!r}, which "
+                         f"has {channels} channel(s) (got {channel!r})")
+    daily = DailyDataset(series, weekdays="weekday", holidays=holidays, channel=channel)
+    if daily.num_days < 2:          # one real day per node: the MMD would be a constant
+        raise ValueError(f"dataset {name!r} has {daily.num_days} complete weekday(s); the "
+                         f"benchmark needs at least 2 (its MMD compares sets of days)")
     train, test = split_nodes_by_latitude(series.lat, args.test_frac, direction="south")
     # validation nodes: the southern band of the training nodes (next to the test band)
     _, val_local = split_nodes_by_latitude(series.lat[train], args.val_frac, direction="south")
@@ -328,10 +338,20 @@ def load_data(args) -> dict:
         _, val_local2 = split_nodes_by_latitude(series.lat[rest], args.val_frac,
                                                 direction="south")
         train, test, val = rest, val, rest[val_local2]
+    # a node never observed on a kept weekday has no profile to learn from or score
+    # against (its profile read as all zeros); it stays in the KG, so KGDiff can still
+    # generate for it
+    dead = daily.mask.sum((0, 2)) == 0
+    if bool(dead.any()):
+        train, test, val = (s[~dead[s]] for s in (train, test, val))
+        if test.numel() == 0 or train.numel() == 0:
+            raise ValueError(f"dataset {name!r}: no {'test' if test.numel() == 0 else 'training'}"
+                             f" node is observed on any complete weekday")
     U, V = delay_settings(daily.steps_per_day)
     U = args.stride or U
     V = args.window or V
     return {"name": name, "kg": kg, "lat": series.lat, "lon": series.lon,
+            "unobserved": dead.nonzero().flatten(), "channel": (channel % channels, channels),
             "values": daily.values, "mask": daily.mask, "train": train, "test": test,
             "val": val, "length": daily.steps_per_day, "stride": U, "window": V,
             "units": series.meta.get("units", ""), "days": daily.num_days,
@@ -346,6 +366,8 @@ def evaluate(gen: torch.Tensor, real: torch.Tensor, mask: Optional[torch.Tensor]
 
     Missing real entries (``mask`` 0) are left out of the real profile and the JSD; for
     the MMD (which needs whole days) they are filled with the node's real mean profile.
+    A slot never observed on any real day has no real profile value and is left out of
+    the MAE / RMSE; a node never observed at all is left out of every metric.
     """
     from ..metrics import jsd, mae, mmd_per_node, rmse
     from ..models.kg_baselines import node_profiles
@@ -353,11 +375,17 @@ def evaluate(gen: torch.Tensor, real: torch.Tensor, mask: Optional[torch.Tensor]
         raise ValueError(f"'gen' [S, n, L] and 'real' [D, n, L] must agree in n and L "
                          f"(got {tuple(gen.shape)}, {tuple(real.shape)})")
     m = torch.ones_like(real) if mask is None else mask.to(real.dtype)
-    prof_real = node_profiles(real, m)
+    prof_real = node_profiles(real, m)     # 0 where never observed: not a real value
     prof_gen = gen.mean(0)
+    seen = m.sum(0) > 0                    # [n, L]
+    if not bool(seen.any()):
+        raise ValueError("'mask' leaves no observed real value to score against")
+    scored = None if bool(seen.all()) else seen
+    nodes = seen.any(1)
     filled = torch.where(m > 0, real, prof_real.unsqueeze(0).expand_as(real))
-    out = {"mae": float(mae(prof_gen, prof_real)), "rmse": float(rmse(prof_gen, prof_real)),
-           "mmd": float(mmd_per_node(gen, filled))}
+    out = {"mae": float(mae(prof_gen, prof_real, scored)),
+           "rmse": float(rmse(prof_gen, prof_real, scored)),
+           "mmd": float(mmd_per_node(gen[:, nodes], filled[:, nodes]))}
     js = []
     for j in range(gen.shape[1]):
         r = real[:, j][m[:, j] > 0]
@@ -500,6 +528,18 @@ def run(args) -> List[dict]:
           f"steps (U={data['stride']}, V={data['window']}), KG {data['kg'].num_entities} "
           f"entities / {data['kg'].num_triples} triples ({time.perf_counter() - t0:.1f} s)",
           flush=True)
+    channel, channels = data["channel"]
+    if channels > 1:
+        print(f"series: channel {channel} of {channels} (--channel)", flush=True)
+    if data["unobserved"].numel():
+        print(f"left out of training and scoring: {data['unobserved'].numel()} node(s) never "
+              f"observed on a complete weekday (indices {data['unobserved'][:10].tolist()})",
+              flush=True)
+    if data["kg"].num_triples == 0 and any(METHODS[k][1] is not None for k in methods):
+        raise ValueError(f"the KG of {data['name']!r} has no triples, so TuckER has nothing to "
+                         f"learn: sensors more than 5 km apart get no distance link; pass "
+                         f"--kg FILE, or an 'adj' array in the .npz (the global-mean and "
+                         f"k-NN baselines run without a KG: --methods global-mean,knn)")
     tucker = None
     if any(METHODS[k][1] is not None for k in methods):
         t1 = time.perf_counter()
