@@ -28,9 +28,11 @@ Data sets (``--dataset``):
   KG from sensor distances (bins 1 / 2 / 5 km) plus road adjacency
   (:func:`~torch_stgen.data.kg_from_sensor_graph`);
 * ``PATH.npz``: a user's graph in the :func:`~torch_stgen.data.read_npz` schema (``data``
-  ``(T, N)``, ``lat``, ``lon``, timestamps, optional ``adj``, ``node_ids``); the KG is read
-  from ``--kg FILE`` (tab-separated ``head relation tail``, node entities named by
-  ``node_ids`` or ``sensor_<i>``) or built from distances (+ ``adj``).
+  ``(T, N)`` or ``(T, N, C)`` with ``--channel``, ``lat``, ``lon``, timestamps, optional
+  ``adj``, ``node_ids``); the KG is read from ``--kg FILE`` (tab-separated ``head relation
+  tail``, node entities named by ``node_ids`` or ``sensor_<i>``) or built from distances
+  (+ ``adj``). Nodes never observed on a complete weekday are left out of training and
+  scoring (printed); at least two weekdays are needed (the MMD compares sets of days).
 
 Methods (``--methods``, comma-separated, or ``main``, ``ablations``, ``all``): see
 :data:`METHODS`.
