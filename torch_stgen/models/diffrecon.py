@@ -1484,8 +1484,12 @@ class DiffRecon(nn.Module):
         (blocks whose sampled sum is not positive get the additive correction).
 
         Deterministic for a fixed ``seed``: all starting noise is drawn up front, so with
-        ``sampler="ddim"`` (:math:`\eta = 0`) the result does not depend on
-        ``batch_size`` either. The networks run on the model's device (``model.to(...)``);
+        ``sampler="ddim"`` (:math:`\eta = 0`) the result depends on ``batch_size`` only
+        through float round-off and T-PatternNet's periods, which its TimesBlocks take
+        from the spectrum averaged over the batch (TimesNet's rule): conditions whose
+        spectra pick other periods can change the periods of a batch. On the synthetic
+        city (``--quick``, random 40 %) batch sizes 256 and 8 give MAE 1.4744481 and
+        1.4744478. The networks run on the model's device (``model.to(...)``);
         the noise is drawn on the CPU, so a CUDA model starts from the same noise as a CPU
         one, and the result is returned on the device of ``coarse``.
 
