@@ -148,3 +148,14 @@ def test_diffrecon_table_with_an_exact_baseline():
     rows = [{"dataset": "d", "method": m, "pattern": "block", "ratio": None, "mae": v,
              "rmse": v} for m, v in (("interp", 0.0), ("diffrecon", 0.1))]
     assert "| *DiffRecon vs best baseline* | - |" in dr.format_table(rows)
+
+
+def test_float_node_ids_read_as_their_integer_text(tmp_path):
+    """np.savez of numeric ids as floats gave '1000.0', which matched no KG entity."""
+    data = np.zeros((4, 3), dtype=np.float32)
+    np.savez(tmp_path / "f.npz", data=data, node_ids=np.array([1000.0, 1001.0, 7.0]))
+    from torch_stgen.data import read_npz
+    assert read_npz(tmp_path / "f.npz").node_ids == ["1000", "1001", "7"]
+    np.savez(tmp_path / "g.npz", data=data, node_ids=np.array([1000.5, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="'node_ids' must be strings or whole numbers"):
+        read_npz(tmp_path / "g.npz")

@@ -431,7 +431,8 @@ def read_npz(path: PathLike) -> Union[GridSeries, GraphSeries]:
     * ``mask`` (optional): same shape as ``data``, 1 observed / 0 missing.
     * ``lat``, ``lon`` (optional): ``(H, W)`` cell centres for a grid, ``(N,)`` for a graph.
     * ``adj`` (optional, graph only): ``(N, N)`` weighted adjacency.
-    * ``node_ids`` (optional, graph only): ``(N,)`` strings.
+    * ``node_ids`` (optional, graph only): ``(N,)`` unique strings (integers, and floats
+      holding whole numbers, are read as their integer text: ``1000.0`` -> ``'1000'``).
     * timestamps, either ``timestamps`` ``(T,)`` as ``datetime64`` or ISO strings
       (``'2014-04-01T00:00'``), or ``start`` (ISO string) with ``freq`` (``'60min'``,
       ``'30min'``, ``'1h'``, ``'1d'``); optional.
@@ -482,7 +483,15 @@ def read_npz(path: PathLike) -> Union[GridSeries, GraphSeries]:
                           lon=None if lon is None else torch.from_numpy(lon.astype(np.float64)),
                           **common)
     if data.ndim in (2, 3):
-        node_ids = [str(s) for s in arrays["node_ids"]] if "node_ids" in arrays else None
+        node_ids = None
+        if "node_ids" in arrays:
+            ids = arrays["node_ids"]
+            if ids.dtype.kind == "f":       # numeric ids saved as floats: 1000.0 -> "1000",
+                if not np.all(np.isfinite(ids) & (ids == np.round(ids))):   # as in a KG file
+                    raise ValueError(f"'{path.name}' 'node_ids' must be strings or whole "
+                                     f"numbers (got {ids[:3].tolist()}...)")
+                ids = ids.astype(np.int64)
+            node_ids = [str(s) for s in ids]
         return GraphSeries(torch.from_numpy(data), lat=lat, lon=lon,
                            adj=arrays.get("adj"), node_ids=node_ids, **common)
     raise ValueError(f"'{path.name}' 'data' must have shape (T, C, H, W), (T, N) or "
