@@ -281,3 +281,34 @@ def test_kg_from_grid_sizes_and_empty_pois():
     assert both.relations[-1] == "has_category" and both.num_triples == plain.num_triples
     with pytest.raises(ValueError, match="'poi_categories' must be integer ids or names"):
         kg_from_grid(2, 2, pois=[0], poi_categories=[1.7])
+
+
+def test_from_file_reads_a_byte_order_mark_and_to_file_refuses_names_it_would_change(tmp_path):
+    """A BOM (Excel, Notepad) became part of the first entity's name; names with surrounding
+    whitespace were written and read back merged with others."""
+    path = tmp_path / "bom.txt"
+    path.write_bytes("a\tr\tb\nb\tr\ta\n".encode("utf-8-sig"))
+    kg = UrbanKG.from_file(path)
+    assert kg.entities == ["a", "b"] and kg.num_triples == 2
+    for bad in (["a", "a ", "b"], ["a", "b\rc"]):
+        kg = UrbanKG(bad, ["r"], torch.tensor([[0, 0, 1]]))
+        with pytest.raises(ValueError, match="would not read back as itself"):
+            kg.to_file(tmp_path / "out.txt")
+    kg = UrbanKG(["a", "b"], [" r"], torch.tensor([[0, 0, 1]]))
+    with pytest.raises(ValueError, match="relation name ' r' would not read back"):
+        kg.to_file(tmp_path / "out.txt")
+
+
+def test_set_node_entities_reads_integers_alike_in_every_container():
+    """An object array of ints was read as entity *names* (so on a KG whose entities are
+    '1', '0', '2' each node pointed at the other's entity); bool masks passed as ids."""
+    kg = UrbanKG(["1", "0", "2"], ["r"], torch.tensor([[0, 0, 1]]))
+    want = [0, 1]
+    assert kg.set_node_entities([0, 1]).tolist() == want
+    assert kg.set_node_entities(np.array([0, 1], dtype=object)).tolist() == want
+    assert kg.set_node_entities(np.array([0, 1])).tolist() == want
+    assert kg.set_node_entities(["0", "1"]).tolist() == [1, 0]          # names
+    for bad in (torch.tensor([True, False]), np.array([True, False]),
+                torch.tensor([0, 1], dtype=torch.complex64)):
+        with pytest.raises(ValueError, match="'nodes' ids must be a 1-D integer tensor"):
+            kg.set_node_entities(bad)

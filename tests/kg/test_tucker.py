@@ -353,3 +353,23 @@ def test_device_none_is_the_cpu_and_an_unusable_default_cache_only_warns(
     assert "training without a cache" in caplog.text
     with pytest.raises(ValueError, match="'cache_dir'"):         # a folder the caller named
         pretrain_tucker(kg, cache_dir=blocker / "sub", **FAST)
+
+
+def test_a_call_with_callbacks_bypasses_the_cache(tmp_path):
+    """A clipping callback's embeddings were cached under the plain settings' key: a later
+    plain call got them (and a call with a callback got a plain hit, never clipping)."""
+    from pykeen.training.callbacks import GradientAbsClippingTrainingCallback
+    g = torch.Generator().manual_seed(0)
+    tr = torch.stack([torch.randint(0, 20, (120,), generator=g),
+                      torch.randint(0, 2, (120,), generator=g),
+                      torch.randint(0, 20, (120,), generator=g)], 1)
+    kw = dict(num_entities=20, num_relations=2, dim=8, epochs=2, batch_size=32, lr=0.05,
+              progress=False)
+    clip = [GradientAbsClippingTrainingCallback(clip_value=1e-9)]
+    clipped = pretrain_tucker(tr, cache_dir=tmp_path, callbacks=clip, **kw)
+    assert not list(tmp_path.glob("tucker-*.pt"))              # nothing written
+    plain = pretrain_tucker(tr, cache_dir=tmp_path, **kw)
+    assert not plain.from_cache and not torch.equal(plain.entity, clipped.entity)
+    again = pretrain_tucker(tr, cache_dir=tmp_path, callbacks=clip, **kw)   # no plain hit
+    assert not again.from_cache and torch.equal(again.entity, clipped.entity)
+    assert pretrain_tucker(tr, cache_dir=tmp_path, **kw).from_cache

@@ -173,15 +173,18 @@ class UrbanKG:
         """
         if isinstance(nodes, str):
             raise TypeError("'nodes' must be a sequence of entity names or ids, not a str")
+        if isinstance(nodes, np.ndarray) and nodes.dtype.kind == "O":
+            nodes = nodes.tolist()          # as a list: ids only if every entry is an int
         if not isinstance(nodes, (Tensor, np.ndarray)):
             nodes = list(nodes)
             if nodes and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
                              for n in nodes):
                 nodes = torch.tensor(nodes, dtype=torch.long)
         if isinstance(nodes, (Tensor, np.ndarray)) and not (
-                isinstance(nodes, np.ndarray) and nodes.dtype.kind in "USO"):
+                isinstance(nodes, np.ndarray) and nodes.dtype.kind in "US"):
             ids = torch.as_tensor(nodes)
-            if ids.is_floating_point() or ids.dim() != 1:
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool \
+                    or ids.dim() != 1:
                 raise ValueError(f"'nodes' ids must be a 1-D integer tensor "
                                  f"(got dtype {ids.dtype}, shape {tuple(ids.shape)})")
             ids = ids.long()
@@ -303,7 +306,8 @@ class UrbanKG:
             raise FileNotFoundError(f"knowledge-graph file {path.name!r} not found in folder "
                                     f"{str(path.parent.resolve())!r}")
         triples = []
-        with open(path, "r", encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark (Excel, Notepad) became part of the first name
+        with open(path, "r", encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -319,9 +323,11 @@ class UrbanKG:
         """Write the triples as ``head<sep>relation<sep>tail`` lines (readable by
         :meth:`from_file`; isolated entities are not written)."""
         for names, what in ((self.entities, "entity"), (self.relations, "relation")):
-            for n in names:
-                if sep in n or "\n" in n:
-                    raise ValueError(f"{what} name {n!r} contains the separator or a newline")
+            for n in names:                 # each name must read back as itself
+                if sep in n or "\n" in n or "\r" in n or n != n.strip() or not n:
+                    raise ValueError(f"{what} name {n!r} would not read back as itself: it "
+                                     f"is empty, has surrounding whitespace, or contains "
+                                     f"the separator or a line break")
         with open(path, "w", encoding="utf-8") as f:
             for h, r, t in self.triples.tolist():
                 f.write(f"{self.entities[h]}{sep}{self.relations[r]}{sep}"

@@ -401,8 +401,9 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
         num_entities (int, optional): entity count when ``kg`` is a tensor.
         num_relations (int, optional): relation count when ``kg`` is a tensor.
         callbacks (list, optional): PyKEEN ``TrainingCallback`` objects forwarded to the
-            training loop (e.g. per-epoch evaluation in ``benchmarks/tucker.py``); they are
-            not part of the cache key and are not called on a cache hit.
+            training loop (e.g. per-epoch evaluation in ``benchmarks/tucker.py``). A call
+            with callbacks neither reads nor writes the cache: a callback can change the
+            training (gradient clipping, early stopping), and a hit would skip it.
 
     Returns:
         :class:`TuckerEmbeddings` with ``entity`` [num_entities, dim] and ``relation``
@@ -465,7 +466,7 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
                     **_device_settings(dev))
 
     cache_path = None
-    if cache_dir is not False:
+    if cache_dir is not False and not callbacks:
         if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
             raise TypeError(f"'cache_dir' must be a folder path, None (the default folder) "
                             f"or False (no cache) (got {cache_dir!r})")
