@@ -307,3 +307,52 @@ def test_ema_refuses_a_state_of_other_shapes_or_decay():
     with pytest.raises(ValueError, match="does not match the EMA's parameter shapes"):
         ema.copy_to(other)
     ema.load_state_dict(state)
+
+
+def test_a_refused_checkpoint_stays_refused(tmp_path):
+    """resume() marked itself done before loading: after a refusal, a retry (or run(), which
+    resumes) started from 0 and overwrote the other run's checkpoint."""
+    path = tmp_path / "run.pt"
+    model, x, y = _problem()
+    tr, gen = _trainer(model, total=6, checkpoint=path, checkpoint_every=2,
+                       fingerprint={"experiment": "A"})
+    tr.run(_mse_fn(model, x, y, gen))
+    model, x, y = _problem()
+    tr, gen = _trainer(model, total=6, checkpoint=path, checkpoint_every=2,
+                       fingerprint={"experiment": "B"})
+    with pytest.raises(ValueError, match="belongs to a different run"):
+        tr.resume()
+    for retry in (tr.resume, lambda: tr.run(_mse_fn(model, x, y, gen))):
+        with pytest.raises(RuntimeError, match="checkpoint was refused .*different run"):
+            retry()
+    assert torch.load(path, weights_only=True)["fingerprint"]["experiment"] == "A"
+
+
+def test_clip_groups_must_be_groups_of_parameters():
+    """A flat model.parameters() made each parameter a 'group' of its rows: norms 0,
+    nothing clipped."""
+    model, x, y = _problem()
+    with pytest.raises(TypeError, match=r"'clip_groups\[0\]' is a single tensor"):
+        _trainer(model, clip_groups=list(model.parameters()))
+    with pytest.raises(TypeError, match=r"'clip_groups\[0\]' must hold parameters"):
+        _trainer(model, clip_groups=[[model[0].weight * 2]])
+
+
+def test_gradients_of_parameters_outside_the_optimiser_do_not_pile_up():
+    """Only the optimiser's gradients were zeroed: a trainable parameter it does not own kept
+    accumulating into the clipped norm, which shrank every step of the rest."""
+    model, x, y = _problem()
+    opt = torch.optim.SGD(model[2].parameters(), lr=0.05)      # head only
+    gen = torch.Generator().manual_seed(7)
+    tr = Trainer(model, opt, total=15, generator=gen, grad_clip=1.0)
+    tr.run(_mse_fn(model, x, y, gen))
+    ref, _, _ = _problem()
+    opt2 = torch.optim.SGD(ref[2].parameters(), lr=0.05)
+    gen2 = torch.Generator().manual_seed(7)
+    fn = _mse_fn(ref, x, y, gen2)
+    for it in range(15):                                        # the usual loop
+        ref.zero_grad(set_to_none=True)
+        fn(it).backward()
+        nn.utils.clip_grad_norm_(list(ref.parameters()), 1.0)
+        opt2.step()
+    torch.testing.assert_close(model[2].weight, ref[2].weight, atol=0, rtol=0)

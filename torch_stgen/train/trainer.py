@@ -50,6 +50,22 @@ _HYPERPARAMETERS = ("lr", "initial_lr", "betas", "eps", "weight_decay", "momentu
                     "decoupled_weight_decay", "lr_decay", "rho")
 
 
+def _clip_group(i: int, group) -> List[nn.Parameter]:
+    """One entry of ``clip_groups`` as a list of leaf tensors. A flat
+    ``model.parameters()`` given as the groups made every parameter a "group" of its rows
+    (views without gradients): the norms read 0 and nothing was clipped or checked."""
+    if isinstance(group, torch.Tensor):
+        raise TypeError(f"'clip_groups[{i}]' is a single tensor; 'clip_groups' is a list of "
+                        f"parameter groups, e.g. [stage_a.parameters(), "
+                        f"stage_b.parameters()] (None: one group of all parameters)")
+    params = list(group)
+    for p in params:
+        if not isinstance(p, torch.Tensor) or not p.is_leaf:
+            raise TypeError(f"'clip_groups[{i}]' must hold parameters (leaf tensors; got "
+                            f"{type(p).__name__ if not isinstance(p, torch.Tensor) else 'a non-leaf tensor'})")
+    return params
+
+
 def _optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> list:
     """The optimiser's class and each parameter group's hyperparameters
     (:data:`_HYPERPARAMETERS`) as the run starts: resuming with another optimiser or other
@@ -199,7 +215,7 @@ class Trainer:
         self.grad_clip = float(grad_clip) if grad_clip else math.inf
         self.clip_groups: List[List[nn.Parameter]] = (
             [list(module.parameters())] if clip_groups is None
-            else [list(group) for group in clip_groups])
+            else [_clip_group(i, group) for i, group in enumerate(clip_groups)])
         self.progress, self.desc, self.leave = bool(progress), desc, bool(leave)
         self.log_every = int(log_every)
         fingerprint = dict(fingerprint or {}, trainer={
@@ -217,7 +233,8 @@ class Trainer:
         self._extra_state: Optional[Callable[[], Dict[str, object]]] = None
         self._resumed: Optional[Dict[str, object]] = None
         self._t0, self._elapsed = time.perf_counter(), 0.0
-        self._state = "new"                 # -> "resumed" -> "running"
+        self._state = "new"                 # -> "resumed" -> "running", or -> "refused"
+        self._refusal = ""
 
     # ------------------------------------------------------------------ state
     def resume(self) -> Optional[Dict[str, object]]:
@@ -231,7 +248,18 @@ class Trainer:
             raise RuntimeError("Trainer.resume() must come before run()")
         if self._state == "resumed":
             return self._resumed
+        if self._state == "refused":        # a retry would train over the other run's file
+            raise RuntimeError(f"this Trainer's checkpoint was refused ({self._refusal}); "
+                               f"build a new Trainer with another 'checkpoint' path")
+        try:
+            saved = self._restore()
+        except Exception as err:
+            self._state, self._refusal = "refused", f"{type(err).__name__}: {err}"
+            raise
         self._state = "resumed"
+        return saved
+
+    def _restore(self) -> Optional[Dict[str, object]]:
         saved = self.checkpointer.load()
         if saved is None:
             return None
@@ -310,6 +338,9 @@ class Trainer:
             out = self.ddp_loss(lambda: loss_fn(it))
             losses = _check_losses(out, it)
             self.optimizer.zero_grad(set_to_none=True)
+            # also the module's parameters the optimiser does not own (a frozen part that
+            # still requires grad): their gradients would pile up in the clipped norm
+            self.module.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             norms = [float(nn.utils.clip_grad_norm_(group, self.grad_clip))
                      for group in self.clip_groups]
