@@ -211,6 +211,18 @@ def node_index(nodes, num_nodes: int, name: str = "nodes") -> Tensor:
     return idx
 
 
+def step_minutes(timestamps) -> Optional[int]:
+    """The series' step in minutes: the most common positive gap between consecutive
+    ``timestamps`` (a missing stretch or one odd gap does not change it); ``None`` when
+    there is no positive gap."""
+    gaps = np.diff(_as_minutes(timestamps)).astype(np.int64)
+    gaps = gaps[gaps > 0]
+    if gaps.size == 0:
+        return None
+    values, counts = np.unique(gaps, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
 def _node_view(series: Series) -> Tuple[Tensor, Tensor]:
     """``[T, N, F]`` values and observed mask (grid cells row-major)."""
     if isinstance(series, GridSeries):
@@ -445,12 +457,9 @@ class DailyDataset(Dataset):
         if series.timestamps is None:
             raise ValueError("'series' needs timestamps to be cut into days")
         ts = _as_minutes(series.timestamps)
-        gaps = np.diff(ts).astype(np.int64)
-        gaps = gaps[gaps > 0]
-        if gaps.size == 0:
+        step = step_minutes(ts)
+        if step is None:
             raise ValueError("'series' timestamps must span at least two distinct steps")
-        vals, counts = np.unique(gaps, return_counts=True)
-        step = int(vals[np.argmax(counts)])
         if 1440 % step:
             raise ValueError(f"the step of {step} minutes does not divide a day")
         S = 1440 // step

@@ -5,6 +5,7 @@ value is stored as 0, never NaN) and the timestamps. They are what the readers a
 synthetic city return, and what the windowed datasets consume.
 """
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -232,12 +233,8 @@ class GraphSeries:
             raise ValueError(f"GraphSeries 'node_ids' must have N={n} entries "
                              f"(got {len(self.node_ids)})")
         if self.node_ids is not None and len(set(self.node_ids)) != n:
-            seen, dup = set(), None             # two nodes would share one KG entity
-            for i in self.node_ids:
-                if i in seen:
-                    dup = i
-                    break
-                seen.add(i)
+            # two nodes would share one KG entity
+            dup = next(i for i, c in Counter(self.node_ids).items() if c > 1)
             raise ValueError(f"GraphSeries 'node_ids' must be unique ({dup!r} repeats)")
 
     @property

@@ -270,15 +270,11 @@ def steps_per_day_of(timestamps, default: int = 24) -> int:
     :class:`~torch_stgen.data.DailyDataset` reads it; the first gap alone misread hourly
     data that starts with a gap); ``default`` when there are fewer than two or the
     spacing does not divide a day."""
+    from ..data.datasets import step_minutes
     if timestamps is None or len(timestamps) < 2:
         return default
-    gaps = np.diff(np.asarray(timestamps).astype("datetime64[m]")).astype(np.int64)
-    gaps = gaps[gaps > 0]
-    if gaps.size == 0:
-        return default
-    values, counts = np.unique(gaps, return_counts=True)
-    dt = int(values[np.argmax(counts)])
-    return max(1, 1440 // dt) if 1440 % dt == 0 else default
+    dt = step_minutes(timestamps)
+    return max(1, 1440 // dt) if dt is not None and 1440 % dt == 0 else default
 
 
 def standardise_ext(ext: Optional[torch.Tensor], train: slice) -> Optional[torch.Tensor]:
