@@ -373,3 +373,16 @@ def test_a_call_with_callbacks_bypasses_the_cache(tmp_path):
     again = pretrain_tucker(tr, cache_dir=tmp_path, callbacks=clip, **kw)   # no plain hit
     assert not again.from_cache and torch.equal(again.entity, clipped.entity)
     assert pretrain_tucker(tr, cache_dir=tmp_path, **kw).from_cache
+
+
+def test_numpy_integer_sizes_are_accepted():
+    """dim=np.int64(8) (a size read from a config array) was refused; seed was not."""
+    import numpy as np
+    kg, _ = clustered_kg(groups=2, size=4, edges_per_group=6)
+    a = pretrain_tucker(kg, dim=np.int64(4), epochs=np.int64(1), batch_size=np.int32(8),
+                        progress=False, cache_dir=False)
+    b = pretrain_tucker(kg, dim=4, epochs=1, batch_size=8, progress=False, cache_dir=False)
+    assert torch.equal(a.entity, b.entity) and a.settings["dim"] == 4
+    assert type(a.settings["dim"]) is int
+    with pytest.raises(ValueError, match="'dim' must be an integer >= 1"):
+        pretrain_tucker(kg, dim=4.0, epochs=1, progress=False, cache_dir=False)

@@ -206,7 +206,15 @@ def test_run_resumes_by_itself_and_refuses_another_schedule(tmp_path):
                                        (dict(total=3, log_every=0), "'log_every'"),
                                        (dict(total=3, grad_clip=-1.0), "'grad_clip'"),
                                        (dict(total=3, checkpoint_every=0),
-                                        "'checkpoint_every'")])
+                                        "'checkpoint_every'"),
+                                       # raw int() / float() errors, or 'decay', before
+                                       (dict(total=None), "'total'"),
+                                       (dict(total=3, log_every=None), "'log_every'"),
+                                       (dict(total=3, checkpoint_every=None),
+                                        "'checkpoint_every'"),
+                                       (dict(total=3, grad_clip="x"), "'grad_clip'"),
+                                       (dict(total=3, ema_decay=1.0), "'ema_decay'"),
+                                       (dict(total=3, ema_decay="0.9"), "'ema_decay'")])
 def test_bad_arguments_are_refused_by_name(kw, match):
     model, _, _ = _problem()
     with pytest.raises(ValueError, match=match):
@@ -356,3 +364,9 @@ def test_gradients_of_parameters_outside_the_optimiser_do_not_pile_up():
         nn.utils.clip_grad_norm_(list(ref.parameters()), 1.0)
         opt2.step()
     torch.testing.assert_close(model[2].weight, ref[2].weight, atol=0, rtol=0)
+
+
+def test_all_mean_is_exported_with_the_other_collectives():
+    import torch_stgen.train as train
+    assert "all_mean" in train.__all__
+    assert float(train.all_mean(torch.tensor(3.0))) == 3.0          # one process: itself

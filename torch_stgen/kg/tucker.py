@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ..typing import require
 
 __all__ = ["TuckerEmbeddings", "pretrain_tucker", "link_prediction_mrr", "default_cache_dir"]
@@ -415,14 +416,18 @@ def pretrain_tucker(kg: Any, dim: int = 64, epochs: int = 8, seed: int = 0,
             ``cache_dir`` that is not a writable folder (checked before training).
     """
     require("pykeen", "TuckER knowledge-graph pre-training (torch_stgen.kg.pretrain_tucker)")
-    for name, value, lo in (("dim", dim, 1), ("epochs", epochs, 0), ("batch_size", batch_size, 1),
-                            ("num_negs", num_negs, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-            raise ValueError(f"'{name}' must be an integer >= {lo} (got {value!r})")
+    # any integer type (numpy's too, e.g. sizes read from a config array), as plain ints
+    dim, epochs, batch_size, num_negs = (
+        check_int(name, value, lo, low_text="") for name, value, lo in (
+            ("dim", dim, 1), ("epochs", epochs, 0), ("batch_size", batch_size, 1),
+            ("num_negs", num_negs, 1)))
     if relation_dim is None:
         relation_dim = dim
-    if not isinstance(relation_dim, int) or isinstance(relation_dim, bool) or relation_dim < 1:
-        raise ValueError(f"'relation_dim' must be an integer >= 1 or None (got {relation_dim!r})")
+    try:
+        relation_dim = check_int("relation_dim", relation_dim, 1, low_text="")
+    except ValueError:
+        raise ValueError(f"'relation_dim' must be an integer >= 1 or None "
+                         f"(got {relation_dim!r})") from None
     if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):
         raise ValueError(f"'lr' must be a positive finite float (got {lr!r})")
     loop = str(loop).lower()

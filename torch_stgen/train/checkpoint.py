@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .distributed import (all_gather_objects, gather_objects_to_main, get_rank,
                           get_world_size)
 
@@ -155,8 +156,7 @@ class Checkpointer:
 
     def __init__(self, path: Optional[Union[str, Path]], every: int = 100,
                  fingerprint: Optional[dict] = None, resume: bool = True):
-        if isinstance(every, bool) or int(every) != every or every < 1:
-            raise ValueError(f"'checkpoint_every' must be a positive integer (got {every!r})")
+        every = check_int("checkpoint_every", every)     # None gave a raw int() error
         self.path = None if path is None else Path(path)
         self.every = int(every)
         self.fingerprint = dict(fingerprint or {})

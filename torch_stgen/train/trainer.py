@@ -25,6 +25,7 @@ Example::
     trainer.history["loss"]             # one float per iteration
 """
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from .checkpoint import Checkpointer, _plain
 from .distributed import DataParallelLoss, is_distributed, is_main_process
 from .ema import EMA
@@ -190,12 +192,18 @@ class Trainer:
                  clip_groups: Optional[Sequence[Iterable[nn.Parameter]]] = None,
                  ema_decay: Optional[float] = None, progress: bool = False,
                  desc: str = "train", leave: bool = True, log_every: int = 50):
-        if isinstance(total, bool) or int(total) != total or total < 0:
-            raise ValueError(f"'total' must be a non-negative integer (got {total!r})")
-        if grad_clip is not None and not float(grad_clip) >= 0:
-            raise ValueError(f"'grad_clip' must be None or >= 0 (got {grad_clip!r})")
-        if isinstance(log_every, bool) or int(log_every) != log_every or log_every < 1:
-            raise ValueError(f"'log_every' must be a positive integer (got {log_every!r})")
+        # None, "x" or 2.5 gave raw int() / float() errors naming no argument
+        total = check_int("total", total, 0, low_text="")
+        if grad_clip is not None and not (isinstance(grad_clip, numbers.Real)
+                                          and not isinstance(grad_clip, bool)
+                                          and float(grad_clip) >= 0):
+            raise ValueError(f"'grad_clip' must be None or a number >= 0 (got {grad_clip!r})")
+        log_every = check_int("log_every", log_every)
+        if ema_decay is not None and not (isinstance(ema_decay, numbers.Real)
+                                          and not isinstance(ema_decay, bool)
+                                          and 0.0 <= float(ema_decay) < 1.0):
+            raise ValueError(f"'ema_decay' must be None or a number in [0, 1) "
+                             f"(got {ema_decay!r})")
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"'generator' must be a torch.Generator (the stream of the "
                             f"loss's random draws, checkpointed with the run; got "
