@@ -156,9 +156,8 @@ class Checkpointer:
 
     def __init__(self, path: Optional[Union[str, Path]], every: int = 100,
                  fingerprint: Optional[dict] = None, resume: bool = True):
-        every = check_int("checkpoint_every", every)     # None gave a raw int() error
         self.path = None if path is None else Path(path)
-        self.every = int(every)
+        self.every = check_int("checkpoint_every", every)   # None gave a raw int() error
         self.fingerprint = dict(fingerprint or {})
         if path is not None or get_world_size() > 1:    # it is saved or compared: plain
             self.fingerprint = {k: _plain(v, repr(k)) for k, v in self.fingerprint.items()}

@@ -63,9 +63,19 @@ def _clip_group(i: int, group) -> List[nn.Parameter]:
     params = list(group)
     for p in params:
         if not isinstance(p, torch.Tensor) or not p.is_leaf:
+            got = "a non-leaf tensor" if isinstance(p, torch.Tensor) else type(p).__name__
             raise TypeError(f"'clip_groups[{i}]' must hold parameters (leaf tensors; got "
-                            f"{type(p).__name__ if not isinstance(p, torch.Tensor) else 'a non-leaf tensor'})")
+                            f"{got})")
     return params
+
+
+def _is_real(value, low: float, high: float = math.inf, high_open: bool = False) -> bool:
+    """``value`` is a real number (not a bool or a string) in ``[low, high]`` (or
+    ``[low, high)``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    v = float(value)
+    return low <= v and (v < high if high_open else v <= high)
 
 
 def _optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> list:
@@ -194,14 +204,10 @@ class Trainer:
                  desc: str = "train", leave: bool = True, log_every: int = 50):
         # None, "x" or 2.5 gave raw int() / float() errors naming no argument
         total = check_int("total", total, 0, low_text="")
-        if grad_clip is not None and not (isinstance(grad_clip, numbers.Real)
-                                          and not isinstance(grad_clip, bool)
-                                          and float(grad_clip) >= 0):
+        if grad_clip is not None and not _is_real(grad_clip, 0.0):
             raise ValueError(f"'grad_clip' must be None or a number >= 0 (got {grad_clip!r})")
         log_every = check_int("log_every", log_every)
-        if ema_decay is not None and not (isinstance(ema_decay, numbers.Real)
-                                          and not isinstance(ema_decay, bool)
-                                          and 0.0 <= float(ema_decay) < 1.0):
+        if ema_decay is not None and not _is_real(ema_decay, 0.0, 1.0, high_open=True):
             raise ValueError(f"'ema_decay' must be None or a number in [0, 1) "
                              f"(got {ema_decay!r})")
         if not isinstance(generator, torch.Generator):
