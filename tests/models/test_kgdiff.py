@@ -649,3 +649,31 @@ def test_fit_checks_the_values_of_x_and_mask():
     b = make().fit(x, nodes, steps=2, batch_size=2, seed=0)["loss"]
     assert a == b
     make().fit(x.round().long(), nodes, steps=1, batch_size=2)
+
+
+def test_baselines_leave_never_observed_training_slots_out():
+    # node 1 never observed slot 1: its profile there is 0, not a measured value
+    v = torch.tensor([[[1.0, 5.0], [3.0, 0.0], [10.0, 7.0]]])          # [D=1, N=3, L=2]
+    m = torch.tensor([[[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]])
+    prof, obs = node_profiles(v, m, return_observed=True)
+    assert obs.tolist() == [[True, True], [True, False], [True, True]]
+    g = GlobalMeanProfile().fit(prof, obs)
+    assert torch.allclose(g.profile, torch.tensor([14.0 / 3, 6.0]))     # slot 1: (5 + 7) / 2
+    lat, lon = torch.tensor([0.0, 1.0, 3.0]), torch.zeros(3)
+    knn = NearestNeighbourProfile(k=1).fit(prof, lat, lon, obs)
+    # closest to lat 1.1 is node 1 at slot 0; at slot 1 node 1 has nothing, node 0 is next
+    assert torch.allclose(knn.predict(torch.tensor([1.1]), torch.tensor([0.0])),
+                          torch.tensor([[3.0, 5.0]]))
+    # every slot observed: the plain means, to the bit
+    full = torch.ones_like(obs)
+    assert torch.equal(GlobalMeanProfile().fit(prof, full).profile, prof.mean(0))
+    assert torch.equal(NearestNeighbourProfile(k=2).fit(prof, lat, lon, full).predict(lat, lon),
+                       NearestNeighbourProfile(k=2).fit(prof, lat, lon).predict(lat, lon))
+    # tuning scores observed validation slots only: node 1's slot 1 is not compared with 0
+    tuned = NearestNeighbourProfile().tune(prof, lat, lon, torch.tensor([1]), candidates=(1,),
+                                          observed=obs)
+    assert tuned.validation == pytest.approx({1: 2.0})                  # |1 - 3| at slot 0
+    with pytest.raises(ValueError, match="no training node was observed at slot"):
+        GlobalMeanProfile().fit(prof, torch.zeros_like(obs))
+    with pytest.raises(ValueError, match="'observed' must have the shape"):
+        GlobalMeanProfile().fit(prof, obs[:, :1])

@@ -444,14 +444,17 @@ def _run_method(key: str, data: dict, args, tucker) -> Tuple[dict, torch.Tensor]
     extra = {}
     if key == "global-mean":
         from ..models.kg_baselines import GlobalMeanProfile, node_profiles
-        prof = node_profiles(data["values"][:, tr], data["mask"][:, tr])
-        gen = GlobalMeanProfile().fit(prof).generate(te.numel(), D)
+        prof, obs = node_profiles(data["values"][:, tr], data["mask"][:, tr],
+                                  return_observed=True)
+        gen = GlobalMeanProfile().fit(prof, obs).generate(te.numel(), D)
     elif key == "knn":
         from ..models.kg_baselines import NearestNeighbourProfile, node_profiles
-        prof = node_profiles(data["values"][:, tr], data["mask"][:, tr])
+        prof, obs = node_profiles(data["values"][:, tr], data["mask"][:, tr],
+                                  return_observed=True)
         pos = {int(v): i for i, v in enumerate(tr.tolist())}
         val_local = torch.tensor([pos[int(v)] for v in data["val"]], dtype=torch.long)
-        base = NearestNeighbourProfile().tune(prof, data["lat"][tr], data["lon"][tr], val_local)
+        base = NearestNeighbourProfile().tune(prof, data["lat"][tr], data["lon"][tr], val_local,
+                                              observed=obs)
         gen = base.generate(data["lat"][te], data["lon"][te], D)
         extra = {"k": base.k, "val_mae": {str(k): round(v, 4) for k, v in
                                           base.validation.items()}}

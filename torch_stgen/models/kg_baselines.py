@@ -18,6 +18,12 @@ learning and set the scale of the task:
 
   .. math:: \hat p_v(\ell) = \frac{1}{k} \sum_{u \in \mathrm{kNN}_k(v)} \bar x_u(\ell)
 
+A slot :math:`\ell` that a training node never observed has no profile value
+:math:`\bar x_u(\ell)`. Pass ``observed`` (``[N_train, L]``, from
+``node_profiles(..., return_observed=True)``) and such slots are left out: the global mean
+averages, at each slot, the nodes observed there, and :math:`\mathrm{kNN}_k(v)` is taken,
+at each slot, among the nodes observed there. Without it every slot counts as observed.
+
 Both are deterministic: as a *generator* they return the profile for every requested
 sample (:meth:`generate`), so their distribution metrics measure a point mass.
 
@@ -35,13 +41,19 @@ from ..data.sensor import haversine_distances
 __all__ = ["node_profiles", "GlobalMeanProfile", "NearestNeighbourProfile"]
 
 
-def node_profiles(values: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+def node_profiles(values: Tensor, mask: Optional[Tensor] = None,
+                  return_observed: bool = False):
     r"""Per-node mean daily profile from observed values:
     :math:`\bar x_u(\ell) = \sum_d m_{d,u,\ell} x_{d,u,\ell} / \sum_d m_{d,u,\ell}`
-    (0 where a slot is never observed).
+    (0 where a slot is never observed: not a measured value).
+
+    Args:
+        return_observed (bool, optional): also return which slots were observed at least
+            once (``[N, L]`` bool), to pass to the baselines' ``fit`` / ``tune`` as
+            ``observed``. (default: ``False``)
 
     Shapes:
-        ``values``, ``mask``: ``[D, N, L]`` -> ``[N, L]``
+        ``values``, ``mask``: ``[D, N, L]`` -> ``[N, L]`` (and ``[N, L]`` bool)
     """
     if not isinstance(values, Tensor) or values.dim() != 3:
         raise ValueError(f"'values' must have shape [D, N, L] "
@@ -51,7 +63,8 @@ def node_profiles(values: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         raise ValueError(f"'mask' must have the shape of 'values' {tuple(values.shape)} "
                          f"(got {tuple(m.shape)})")
     v = torch.where(m > 0, values, torch.zeros_like(values))
-    return (v * m).sum(0) / m.sum(0).clamp(min=1)
+    prof = (v * m).sum(0) / m.sum(0).clamp(min=1)
+    return (prof, m.sum(0) > 0) if return_observed else prof
 
 
 def _check_profiles(profiles: Tensor) -> Tensor:
@@ -61,6 +74,26 @@ def _check_profiles(profiles: Tensor) -> Tensor:
     if profiles.shape[0] < 1 or not bool(torch.isfinite(profiles).all()):
         raise ValueError("'profiles' must hold at least one finite training profile")
     return profiles
+
+
+def _check_observed(observed, profiles: Tensor) -> Optional[Tensor]:
+    """``None`` when every slot is observed (the plain means), else a bool ``[N, L]``."""
+    if observed is None:
+        return None
+    obs = torch.as_tensor(observed)
+    if obs.shape != profiles.shape:
+        raise ValueError(f"'observed' must have the shape of 'profiles' "
+                         f"{tuple(profiles.shape)} (got {tuple(obs.shape)})")
+    if obs.dtype != torch.bool:
+        if not bool(((obs == 0) | (obs == 1)).all()):
+            raise ValueError("'observed' must be boolean or 0/1")
+        obs = obs != 0
+    obs = obs.to(profiles.device)
+    if not bool(obs.any(0).all()):
+        slots = (~obs.any(0)).nonzero().flatten()[:10].tolist()
+        raise ValueError(f"'observed': no training node was observed at slot(s) {slots}; "
+                         f"there is nothing to predict them from")
+    return None if bool(obs.all()) else obs
 
 
 class GlobalMeanProfile:
@@ -77,9 +110,16 @@ class GlobalMeanProfile:
     def __init__(self):
         self.profile: Optional[Tensor] = None
 
-    def fit(self, profiles: Tensor) -> "GlobalMeanProfile":
-        """``profiles`` ``[N_train, L]`` (see :func:`node_profiles`)."""
-        self.profile = _check_profiles(profiles).mean(0)
+    def fit(self, profiles: Tensor, observed: Optional[Tensor] = None) -> "GlobalMeanProfile":
+        """``profiles`` ``[N_train, L]`` and optionally ``observed`` ``[N_train, L]`` (see
+        :func:`node_profiles`): each slot averages the nodes observed there."""
+        profiles = _check_profiles(profiles)
+        obs = _check_observed(observed, profiles)
+        if obs is None:
+            self.profile = profiles.mean(0)
+        else:
+            w = obs.to(profiles.dtype)
+            self.profile = (profiles * w).sum(0) / w.sum(0)
         return self
 
     def predict(self, num_nodes: int) -> Tensor:
@@ -115,6 +155,7 @@ class NearestNeighbourProfile:
             raise ValueError(f"'k' must be a positive integer (got {k!r})")
         self.k = int(k)
         self.profiles: Optional[Tensor] = None
+        self.observed: Optional[Tensor] = None
         self.lat = self.lon = None
         self.validation: Dict[int, float] = {}
 
@@ -127,8 +168,13 @@ class NearestNeighbourProfile:
                              f"(got {lat.numel()}, {lon.numel()})")
         return lat, lon
 
-    def fit(self, profiles: Tensor, lat, lon) -> "NearestNeighbourProfile":
+    def fit(self, profiles: Tensor, lat, lon,
+            observed: Optional[Tensor] = None) -> "NearestNeighbourProfile":
+        """``profiles`` ``[N_train, L]``, ``lat`` / ``lon`` ``[N_train]`` and optionally
+        ``observed`` ``[N_train, L]``: at each slot the neighbours are the closest nodes
+        observed there."""
         self.profiles = _check_profiles(profiles)
+        self.observed = _check_observed(observed, self.profiles)
         self.lat, self.lon = self._coords(lat, lon, self.profiles.shape[0], "training")
         return self
 
@@ -141,17 +187,30 @@ class NearestNeighbourProfile:
         n_tr = self.profiles.shape[0]
         d = haversine_distances(torch.cat([lat_q, self.lat]),
                                 torch.cat([lon_q, self.lon]))[:lat_q.numel(), lat_q.numel():]
-        nn_idx = torch.argsort(d, dim=1, stable=True)[:, :min(k, n_tr)]
-        return self.profiles[nn_idx].mean(1)
+        if self.observed is None:
+            nn_idx = torch.argsort(d, dim=1, stable=True)[:, :min(k, n_tr)]
+            return self.profiles[nn_idx].mean(1)
+        # per slot: the k closest nodes observed there ([L, n, N_train] distances)
+        obs = self.observed.t().unsqueeze(1)                            # [L, 1, N_train]
+        d_l = d.unsqueeze(0).masked_fill(~obs, float("inf"))
+        order = torch.argsort(d_l, dim=2, stable=True)[..., :min(k, n_tr)]  # [L, n, k]
+        keep = torch.gather(obs.expand_as(d_l), 2, order).to(self.profiles.dtype)
+        prof_t = self.profiles.t()                                       # [L, N_train]
+        vals = torch.gather(prof_t.unsqueeze(1).expand(-1, order.shape[1], -1), 2, order)
+        return ((vals * keep).sum(2) / keep.sum(2)).t()                  # [n, L]
 
     def tune(self, profiles: Tensor, lat, lon, val_idx: Tensor,
-             candidates: Sequence[int] = (1, 2, 3, 5, 10, 20)) -> "NearestNeighbourProfile":
+             candidates: Sequence[int] = (1, 2, 3, 5, 10, 20),
+             observed: Optional[Tensor] = None) -> "NearestNeighbourProfile":
         r"""Choose :math:`k` by the profile MAE on validation nodes ``val_idx`` (indices into
         ``profiles``) predicted from the *other* training nodes, then fit on all of them.
+        With ``observed``, the MAE covers the validation slots observed, and the
+        predictions use the observed slots of the other nodes only.
 
         The MAE of every candidate is kept in :attr:`validation`; ties go to the smaller k.
         """
         profiles = _check_profiles(profiles)
+        obs = _check_observed(observed, profiles)
         n = profiles.shape[0]
         lat, lon = self._coords(lat, lon, n, "training")
         val = torch.as_tensor(val_idx, dtype=torch.long).reshape(-1)
@@ -160,15 +219,19 @@ class NearestNeighbourProfile:
                              f"(got {val.numel()})")
         rest = torch.ones(n, dtype=torch.bool)
         rest[val] = False
-        inner = NearestNeighbourProfile(1).fit(profiles[rest], lat[rest], lon[rest])
+        inner = NearestNeighbourProfile(1).fit(profiles[rest], lat[rest], lon[rest],
+                                               None if obs is None else obs[rest])
         self.validation = {}
         for k in candidates:
             if k > int(rest.sum()):
                 continue
-            pred = inner.predict(lat[val], lon[val], k=int(k))
-            self.validation[int(k)] = float((pred - profiles[val]).abs().mean())
+            err = (inner.predict(lat[val], lon[val], k=int(k)) - profiles[val]).abs()
+            if obs is None:
+                self.validation[int(k)] = float(err.mean())
+            else:
+                self.validation[int(k)] = float(err[obs[val]].mean())
         self.k = min(self.validation, key=lambda c: (self.validation[c], c))
-        return self.fit(profiles, lat, lon)
+        return self.fit(profiles, lat, lon, obs)
 
     def generate(self, lat, lon, num_samples: int) -> Tensor:
         """``[num_samples, n, L]`` (a point mass at each node's profile)."""
