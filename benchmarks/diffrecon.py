@@ -11,7 +11,7 @@ Examples::
 """
 import sys
 
-from torch_stgen.experiments import resolve_device
+from torch_stgen.experiments import DataError, resolve_device
 from torch_stgen.experiments.diffrecon import (_defaults, build_parser, check_args,
                                                merge_rows, print_table, run)
 
@@ -28,7 +28,10 @@ def main(argv=None) -> int:
             resolve_device(args.device, args.tf32)
         except ValueError as err:
             parser.error(str(err))
-    rows = merge_rows(args.merge) if args.merge else run(args)
+    try:
+        rows = merge_rows(args.merge) if args.merge else run(args)
+    except DataError as err:                 # the data, not the code: no traceback
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     print_table(rows)
     return 0
 

@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import h5py
 import numpy as np
@@ -211,6 +212,32 @@ def test_npz_errors(tmp_path):
              lon=np.zeros(4))
     with pytest.raises(ValueError, match=r"'lat' must have shape \(H, W\)"):
         read_npz(tmp_path / "bad3.npz")
+
+
+def test_npz_that_is_not_an_archive_of_plain_arrays_is_named(tmp_path):
+    """numpy's own message for a text file blamed 'pickled (object) data'."""
+    (tmp_path / "text.npz").write_text("node,value\n")
+    with pytest.raises(ValueError, match=r"'.*text.npz' is not a .npz archive"):
+        read_npz(tmp_path / "text.npz")
+    np.save(tmp_path / "one.npy", np.zeros((4, 3)))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(ValueError, match="holds a single .npy array"):
+        read_npz(tmp_path / "one.npz")
+    np.savez(tmp_path / "obj.npz", data=np.zeros((4, 3)), name=np.array([{}], dtype=object))
+    with pytest.raises(ValueError, match="cannot be read without pickle"):
+        read_npz(tmp_path / "obj.npz")
+
+
+def test_npz_warns_about_keys_it_does_not_read(tmp_path):
+    stamps = np.datetime64("2024-01-01T00:00") + np.arange(4) * np.timedelta64(60, "m")
+    np.savez(tmp_path / "typo.npz", data=np.zeros((4, 3)), timestamp=stamps)
+    with pytest.warns(UserWarning, match=r"ignoring key\(s\) \['timestamp'\]"):
+        g = read_npz(tmp_path / "typo.npz")
+    assert g.timestamps is None
+    np.savez(tmp_path / "ok.npz", data=np.zeros((4, 3)), timestamps=stamps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_npz(tmp_path / "ok.npz").timestamps is not None
 
 
 def test_parse_freq():

@@ -192,12 +192,7 @@ def test_kgdiff_run_checks_before_loading(tmp_path, monkeypatch, capsys):
 ])
 def test_diffrecon_benchmark_script_reports_flag_errors(monkeypatch, capsys, argv, message):
     """benchmarks/diffrecon.py ended bad flags in a traceback from inside run()."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "diffrecon.py"
-    spec = importlib.util.spec_from_file_location("diffrecon_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _diffrecon_script()
 
     def boom(args):     # were the check to fail, the benchmark must not run
         raise AssertionError(f"{argv} was not refused")
@@ -205,3 +200,33 @@ def test_diffrecon_benchmark_script_reports_flag_errors(monkeypatch, capsys, arg
     with pytest.raises(SystemExit) as exc:
         script.main(argv + ["--quick", "--no-progress"])
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def _diffrecon_script():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "diffrecon.py"
+    spec = importlib.util.spec_from_file_location("diffrecon_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.parametrize("bench", ["diffrecon", "kgdiff"])
+def test_benchmarks_report_unusable_data_as_an_error_not_a_traceback(tmp_path, capsys, bench):
+    """A data file the schema cannot read ended in a traceback from inside numpy."""
+    from torch_stgen.experiments import DataError
+    from torch_stgen.experiments import kgdiff as kg
+    bad = tmp_path / "mine.npz"
+    bad.write_text("node,value\n")
+    main = _diffrecon_script().main if bench == "diffrecon" else kg.main
+    with pytest.raises(SystemExit) as exc:
+        main(["--dataset", str(bad), "--no-progress"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert f"error: --dataset {bad}: '{bad}' is not a .npz archive" in err
+    assert "Traceback" not in err
+    # the library call keeps raising (a ValueError, as before)
+    with pytest.raises(DataError, match="is not a .npz archive") as info:
+        kg.run(kg.build_parser().parse_args(["--dataset", str(bad), "--no-progress"]))
+    assert isinstance(info.value, ValueError)

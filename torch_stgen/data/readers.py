@@ -13,6 +13,8 @@ A missing file raises :class:`FileNotFoundError` naming the file and the folder 
 import csv
 import pickle
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -420,6 +422,10 @@ def read_urbanfm(root: PathLike, split: Optional[str] = "train"
 
 
 # --------------------------------------------------------------------------- npz
+_NPZ_KEYS = frozenset({"data", "mask", "lat", "lon", "adj", "node_ids", "timestamps", "start",
+                       "freq", "ext", "name"})
+
+
 def read_npz(path: PathLike) -> Union[GridSeries, GraphSeries]:
     r"""Read a user's own series from an ``.npz`` file.
 
@@ -439,17 +445,33 @@ def read_npz(path: PathLike) -> Union[GridSeries, GraphSeries]:
     * ``ext`` (optional): ``(T, F_ext)`` external covariates.
     * ``name`` (optional): a string.
 
-    The archive is read with ``allow_pickle=False``.
+    The archive is read with ``allow_pickle=False``; other keys are ignored with a
+    warning that names them.
 
     Args:
         path (str or Path): the ``.npz`` file.
     """
     path = Path(path)
     path = _find(path.parent, path.name, "npz file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            npy = fh.read(6) == b"\x93NUMPY"
+        raise ValueError(f"'{path}' " + (
+            "holds a single .npy array, not a .npz archive with a 'data' array (write it "
+            "with numpy.savez(path, data=...))" if npy else
+            "is not a .npz archive (a zip of arrays written by numpy.savez / write_npz)"))
     with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+        try:
+            arrays = {k: z[k] for k in z.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as err:
+            raise ValueError(f"'{path}': an array cannot be read without pickle or is "
+                             f"damaged ({err})") from None
     if "data" not in arrays:
         raise ValueError(f"'{path.name}' must contain a 'data' array (has {sorted(arrays)})")
+    unknown = sorted(set(arrays) - _NPZ_KEYS)
+    if unknown:         # a misspelt 'timestamps' would drop the calendar without a word
+        warnings.warn(f"'{path.name}': ignoring key(s) {unknown} that the schema does not "
+                      f"know (it reads {sorted(_NPZ_KEYS)})", stacklevel=2)
     data = _as_float32(f"'{path.name}' 'data'", arrays["data"])
     if data.ndim < 2 or data.shape[0] == 0:
         raise ValueError(f"'{path.name}' 'data' must have shape (T, C, H, W), (T, N) or "

@@ -8,6 +8,13 @@ from pathlib import Path
 import torch
 
 
+class DataError(ValueError):
+    """The data a benchmark was given cannot be used (a file that does not follow the
+    documented schema, windows longer than its training split, ...). The message names
+    the file or flag; the command lines print it as an argparse error, without a
+    traceback. A ``ValueError``, so code that catches those keeps working."""
+
+
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--tf32``, shared by the benchmarks (see :func:`resolve_device`)."""
     parser.add_argument("--device", default="cpu",

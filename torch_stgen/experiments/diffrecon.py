@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from . import (add_checkpoint_arguments, add_device_arguments, checkpoint_path,
+from . import (DataError, add_checkpoint_arguments, add_device_arguments, checkpoint_path,
                positive_int_arg, prepare_output, resolve_device)
 
 __all__ = ["build_parser", "run", "print_table", "format_table", "merge_rows", "run_demo",
@@ -442,12 +442,15 @@ def run(args) -> List[Dict]:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     patterns = _parse_patterns("--patterns", args.patterns, args.seed)
-    name, fine, timestamps, holidays, ext = _load(args)
+    try:
+        name, fine, timestamps, holidays, ext = _load(args)
+    except (ValueError, OSError) as err:
+        raise DataError(f"--dataset {args.dataset}: {err}") from err
     fine = fine.float()
     T, C, H, W = fine.shape
     N = args.factor
     if H % N or W % N:
-        raise ValueError(f"--factor {N} must divide the fine grid {H} x {W}")
+        raise DataError(f"--factor {N} must divide the fine grid {H} x {W}")
     h, w = H // N, W // N
     time_ = calendar(timestamps, holidays) if timestamps is not None else None
     steps_per_day = steps_per_day_of(timestamps)
@@ -455,13 +458,13 @@ def run(args) -> List[Dict]:
     if any(m.startswith("diffrecon") for m in methods):  # before any method trains
         history_f = args.history_f or steps_per_day
         if history_f // 2 < args.top_k:
-            raise ValueError(f"--history-f: T-PatternNet's window of {history_f} steps "
+            raise DataError(f"--history-f: T-PatternNet's window of {history_f} steps "
                              f"({'given' if args.history_f else 'one day of this data'}) has "
                              f"fewer than --top-k {args.top_k} periods; pass --history-f "
                              f">= {2 * args.top_k}")
         need = max(args.history_c, history_f)
         if len(train) < need + 1:
-            raise ValueError(f"the training split has {len(train)} steps (half of T={T}); "
+            raise DataError(f"the training split has {len(train)} steps (half of T={T}); "
                              f"DiffRecon needs more than max(--history-c, --history-f) = "
                              f"{need}: pass shorter windows or more data")
     evald = test if args.split == "test" else val

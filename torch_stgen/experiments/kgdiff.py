@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import (add_checkpoint_arguments, add_device_arguments, checkpoint_path,
+from . import (DataError, add_checkpoint_arguments, add_device_arguments, checkpoint_path,
                open_fraction_arg, positive_int_arg, prepare_output, resolve_device)
 
 __all__ = ["METHODS", "build_parser", "run", "print_table", "evaluate", "load_data",
@@ -526,7 +526,10 @@ def run(args) -> List[dict]:
                                      getattr(args, "tf32", False)))
     methods = _methods(args.methods)
     t0 = time.perf_counter()
-    data = load_data(args)
+    try:
+        data = load_data(args)
+    except (ValueError, OSError) as err:
+        raise DataError(f"--dataset {args.dataset}: {err}") from err
     print(f"{data['name']}: {data['values'].shape[1]} nodes ({data['train'].numel()} train, "
           f"{data['val'].numel()} of them validation, {data['test'].numel()} test = southern "
           f"{args.test_frac:.0%} by latitude), {data['days']} weekdays of {data['length']} "
@@ -541,7 +544,7 @@ def run(args) -> List[dict]:
               f"observed on a complete weekday (indices {data['unobserved'][:10].tolist()})",
               flush=True)
     if data["kg"].num_triples == 0 and any(METHODS[k][1] is not None for k in methods):
-        raise ValueError(f"the KG of {data['name']!r} has no triples, so TuckER has nothing to "
+        raise DataError(f"the KG of {data['name']!r} has no triples, so TuckER has nothing to "
                          f"learn: sensors more than 5 km apart get no distance link; pass "
                          f"--kg FILE, or an 'adj' array in the .npz (the global-mean and "
                          f"k-NN baselines run without a KG: --methods global-mean,knn)")
@@ -629,6 +632,9 @@ def main(argv=None) -> int:
     except ValueError as err:
         parser.error(str(err))
     logging.basicConfig(level=logging.WARNING)
-    rows = run(args)
+    try:
+        rows = run(args)
+    except DataError as err:                 # the data, not the code: no traceback
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     print_table(rows)
     return 0
