@@ -204,6 +204,30 @@ def test_checkpointer_writes_atomically_and_names_bad_files(tmp_path):
     assert data_fingerprint(flags.bfloat16())[1] == 2.0
 
 
+def test_checkpointer_syncs_the_file_before_the_rename(tmp_path, monkeypatch):
+    """Without an fsync the rename could reach the disk before the data: a power cut
+    then leaves an empty or truncated checkpoint in place of the previous one."""
+    import os
+
+    import torch_stgen.train.checkpoint as ckmod
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append("replace")
+        real_replace(a, b)
+    monkeypatch.setattr(ckmod.os, "fsync", fsync)
+    monkeypatch.setattr(ckmod.os, "replace", replace)
+    Checkpointer(tmp_path / "c.pt", fingerprint={"a": 1}).save(1, {"x": torch.ones(2)})
+    assert events[:2] == ["fsync", "replace"], events     # the file, then the rename
+    assert torch.equal(Checkpointer(tmp_path / "c.pt", fingerprint={"a": 1}).load()["x"],
+                       torch.ones(2))
+
+
 def test_ema_state_round_trip():
     lin = nn.Linear(3, 2)
     ema = EMA(lin, decay=0.9)

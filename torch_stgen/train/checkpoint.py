@@ -18,8 +18,10 @@ and a hash of the model's parameter names and shapes. Resuming
 with a different fingerprint raises a ``ValueError`` naming the differing entries instead
 of continuing a different run. ``resume=False`` ignores (and overwrites) an existing file.
 
-Files are written atomically (a temporary file in the same folder, then
-:func:`os.replace`), so a run killed while writing leaves the previous checkpoint intact.
+Files are written atomically (a temporary file in the same folder, flushed to disk with
+:func:`os.fsync`, then :func:`os.replace`, then the folder synced where the OS allows), so
+a run killed while writing, or a machine that loses power, leaves the previous checkpoint
+or the new one, never a truncated file.
 They are read with ``torch.load(weights_only=True)``: only tensors and plain Python
 containers, no pickled code.
 
@@ -51,6 +53,20 @@ __all__ = ["Checkpointer", "architecture_fingerprint", "data_fingerprint"]
 #: and loss ``history`` (:class:`~torch_stgen.train.Trainer`); 3: early-stopping state as
 #: :class:`~torch_stgen.train.BestWeights` state dicts.
 FORMAT = 3
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Sync a folder's entries (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def data_fingerprint(x: Optional[Tensor]) -> Optional[list]:
@@ -249,8 +265,12 @@ class Checkpointer:
                     format=FORMAT)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(full, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(full, fh)
+            fh.flush()
+            os.fsync(fh.fileno())       # on disk before the rename makes it the checkpoint
         os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)    # and the rename itself survives a power cut
 
     def __repr__(self) -> str:
         path = None if self.path is None else str(self.path)
