@@ -186,3 +186,39 @@ def test_low_precision_blocks_run(dtype):
     out = low(x.to(dtype))
     assert out.dtype == dtype
     torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)
+
+
+def test_period_scope_sample_makes_each_output_independent_of_its_batch():
+    torch.manual_seed(0)
+    x = torch.cat([_sinusoids(2, 48, 4, [12]), _sinusoids(2, 48, 4, [16]),
+                   _sinusoids(1, 48, 4, [6])])
+    own = TimesBlock(48, d_model=4, d_ff=4, top_k=1, num_kernels=2, period_scope="sample")
+    shared = TimesBlock(48, d_model=4, d_ff=4, top_k=1, num_kernels=2)
+    shared.load_state_dict(own.state_dict())
+    alone = torch.cat([shared(x[b:b + 1]) for b in range(5)])      # each sample by itself
+    torch.testing.assert_close(own(x), alone, atol=1e-6, rtol=0)
+    # the batch rule folds every sample with the batch's one period: others differ
+    assert (shared(x) - alone).abs().amax() > 1e-2
+    # in any order and any batch split, the same rows
+    perm = torch.tensor([4, 0, 3, 1, 2])
+    torch.testing.assert_close(own(x[perm]), own(x)[perm], atol=1e-6, rtol=0)
+    torch.testing.assert_close(own(x[:3]), own(x)[:3], atol=1e-6, rtol=0)
+    # the per-sample softmax weights stay differentiable
+    xg = x.clone().requires_grad_(True)
+    block = TimesBlock(48, 4, 4, top_k=2, num_kernels=2, period_scope="sample")
+    block(xg).square().sum().backward()
+    assert bool(torch.isfinite(xg.grad).all()) and xg.grad.abs().sum() > 0
+
+
+def test_period_scope_is_checked_and_shown_only_when_not_the_default():
+    with pytest.raises(ValueError, match="'period_scope' must be 'batch' or 'sample'"):
+        TimesBlock(24, 2, 2, top_k=2, period_scope="node")
+    default = TimesBlock(24, 2, 2, top_k=2)
+    assert "period_scope" not in default.extra_repr() + repr(default)   # old fingerprints
+    assert "period_scope='sample'" in TimesBlock(24, 2, 2, top_k=2,
+                                                 period_scope="sample").extra_repr()
+    net = TPatternNet(6, 24, d_model=4, d_ff=4, top_k=2, num_kernels=1, period_scope="sample")
+    assert all(b.period_scope == "sample" for b in net.blocks)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        TimesBlock(24, 2, 2, top_k=2, period_scope="sample")(
+            torch.full((2, 24, 2), float("nan")))

@@ -134,7 +134,13 @@ class TimesBlock(nn.Module):
         \widehat{\mathbf{X}}^{i}_{1D} + \mathbf{X}^{l-1}_{1D} \qquad (4, 6)
 
     The periods are chosen from the **batch-averaged** spectrum (as in TimesNet), so samples
-    in one batch share them; the softmax weights stay per sample and differentiable. As in
+    in one batch share them and a sample's output depends on the other samples of its
+    batch; the softmax weights stay per sample and differentiable.
+    ``period_scope="sample"`` picks each sample's periods from its own spectrum
+    (:math:`\mathbf{A}_b`, the mean over channels only) instead: samples whose top-``k``
+    frequencies agree (in order) are folded together, so a sample's output no longer depends
+    on its batch (up to float round-off), at the cost of one fold per distinct period set.
+    The papers leave this open (TimesNet's code averages over the batch). As in
     the paper the weights use the raw (unnormalised) FFT amplitudes, which grow with ``T`` and
     with the signal scale, so for long, strongly periodic inputs the softmax is close to
     one-hot (the strongest period dominates).
@@ -153,6 +159,9 @@ class TimesBlock(nn.Module):
         num_kernels (int, optional): Inception kernels ``m``. (default: ``6``)
         period_rule (str, optional): ``"ceil"`` (paper, eq. 1) or ``"floor"`` (TimesNet code).
             (default: ``"ceil"``)
+        period_scope (str, optional): ``"batch"`` (TimesNet: one period set from the
+            batch-averaged spectrum) or ``"sample"`` (each sample's own). (default:
+            ``"batch"``)
 
     Shapes:
         - input: ``[B, T, d]``
@@ -160,7 +169,8 @@ class TimesBlock(nn.Module):
     """
 
     def __init__(self, seq_len: int, d_model: int = 64, d_ff: int = 64, top_k: int = 5,
-                 num_kernels: int = 6, period_rule: str = "ceil"):
+                 num_kernels: int = 6, period_rule: str = "ceil",
+                 period_scope: str = "batch"):
         super().__init__()
         for name, val in (("seq_len", seq_len), ("d_model", d_model), ("d_ff", d_ff),
                           ("top_k", top_k), ("num_kernels", num_kernels)):
@@ -174,7 +184,11 @@ class TimesBlock(nn.Module):
                              f"(non-DC rFFT frequencies of a length-{seq_len} series)")
         if period_rule not in ("ceil", "floor"):
             raise ValueError(f"'period_rule' must be 'ceil' or 'floor' (got {period_rule!r})")
+        if period_scope not in ("batch", "sample"):
+            raise ValueError(f"'period_scope' must be 'batch' or 'sample' "
+                             f"(got {period_scope!r})")
         self.seq_len = seq_len
+        self.period_scope = period_scope
         self.d_model = d_model
         self.d_ff = d_ff
         self.top_k = top_k
@@ -188,10 +202,15 @@ class TimesBlock(nn.Module):
         self.conv[0].reset_parameters()
         self.conv[2].reset_parameters()
 
+    def _scope_repr(self) -> str:
+        # shown only when not the default, so that the architecture fingerprints of
+        # checkpoints written before the option existed still match
+        return "" if self.period_scope == "batch" else f", period_scope={self.period_scope!r}"
+
     def extra_repr(self) -> str:
         return (f"seq_len={self.seq_len}, d_model={self.d_model}, d_ff={self.d_ff}, "
                 f"top_k={self.top_k}, num_kernels={self.num_kernels}, "
-                f"period_rule={self.period_rule!r}")
+                f"period_rule={self.period_rule!r}" + self._scope_repr())
 
     def _check(self, x: Tensor):
         if (not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != self.seq_len
@@ -203,8 +222,22 @@ class TimesBlock(nn.Module):
             raise ValueError("'x' is an empty batch (B = 0): there is no spectrum to pick "
                              "periods from")
 
+    def _spectrum(self, x: Tensor) -> Tensor:
+        """``|rFFT(x)|`` over time, ``[B, T // 2 + 1, d]``."""
+        # the CPU FFT has no bfloat16 / float16 kernels: those go through float32
+        low = x.dtype in (torch.bfloat16, torch.float16)
+        return torch.fft.rfft(x.float() if low else x, dim=1).abs()
+
+    def _periods(self, freqs: List[int]) -> List[int]:
+        T = self.seq_len
+        if self.period_rule == "ceil":
+            return [-(-T // fi) for fi in freqs]
+        return [T // fi for fi in freqs]
+
     def find_periods(self, x: Tensor) -> Tuple[List[int], Tensor]:
-        """Eq. (1): the top-``k`` periods and their per-sample amplitudes.
+        """Eq. (1): the top-``k`` periods of the batch-averaged spectrum and their per-sample
+        amplitudes (``period_scope="batch"``; :meth:`forward` with ``"sample"`` applies this
+        to each sample).
 
         Returns:
             ``(periods, amplitudes)``: a list of ``k`` ints (strongest frequency first) and a
@@ -212,10 +245,7 @@ class TimesBlock(nn.Module):
             frequencies, differentiable w.r.t. ``x``.
         """
         self._check(x)
-        T = x.shape[1]
-        # the CPU FFT has no bfloat16 / float16 kernels: those go through float32
-        low = x.dtype in (torch.bfloat16, torch.float16)
-        amp = torch.fft.rfft(x.float() if low else x, dim=1).abs()  # [B, T // 2 + 1, d]
+        amp = self._spectrum(x)                                      # [B, T // 2 + 1, d]
         score = amp.detach().mean(dim=(0, 2))
         score[0] = float("-inf")  # DC excluded (paper: set to 0; -inf also breaks ties)
         freqs = torch.topk(score, self.top_k).indices  # [k]
@@ -225,16 +255,38 @@ class TimesBlock(nn.Module):
         if not finite:
             raise ValueError("'x' holds NaN or inf: TimesBlock picks the periods of the whole "
                              "batch from its mean spectrum (eq. 1)")
-        if self.period_rule == "ceil":
-            periods = [-(-T // fi) for fi in f]
-        else:
-            periods = [T // fi for fi in f]
-        return periods, amp.mean(-1)[:, freqs]
+        return self._periods(f), amp.mean(-1)[:, freqs]
 
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(x, Tensor):
             x = match_input_dtype("x", x, self.conv[0].kernels[0].weight)
-        periods, amplitudes = self.find_periods(x)
+        if self.period_scope == "batch":
+            periods, amplitudes = self.find_periods(x)
+            return self._fold(x, periods, amplitudes)
+        self._check(x)
+        amp = self._spectrum(x).mean(-1)                             # [B, T // 2 + 1]
+        score = amp.detach().clone()
+        score[:, 0] = float("-inf")
+        freqs = torch.topk(score, self.top_k, dim=1).indices         # [B, k]
+        if not bool(torch.isfinite(score[:, 1:]).all()):
+            raise ValueError("'x' holds NaN or inf: TimesBlock cannot pick periods from its "
+                             "spectrum (eq. 1)")
+        groups: dict = {}
+        for b, key in enumerate(map(tuple, freqs.tolist())):
+            groups.setdefault(key, []).append(b)
+        if len(groups) == 1:
+            return self._fold(x, self._periods(list(next(iter(groups)))),
+                              amp.gather(1, freqs))
+        out = torch.empty_like(x)
+        for key, members in groups.items():
+            idx = torch.tensor(members, device=x.device)
+            out = out.index_copy(0, idx, self._fold(
+                x.index_select(0, idx), self._periods(list(key)),
+                amp.index_select(0, idx).gather(1, freqs.index_select(0, idx))))
+        return out
+
+    def _fold(self, x: Tensor, periods: List[int], amplitudes: Tensor) -> Tensor:
+        """Eqs. (3)-(6) for one period set shared by the samples of ``x``."""
         B, T, d = x.shape
         outs = []
         for p in periods:
@@ -251,7 +303,7 @@ class TimesBlock(nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(seq_len={self.seq_len}, d_model={self.d_model}, "
                 f"d_ff={self.d_ff}, top_k={self.top_k}, num_kernels={self.num_kernels}, "
-                f"period_rule={self.period_rule!r})")
+                f"period_rule={self.period_rule!r}{self._scope_repr()})")
 
 
 class TPatternNet(nn.Module):
@@ -295,6 +347,7 @@ class TPatternNet(nn.Module):
             (default: ``"flatten"``)
         out_channels (int, optional): ``1 x 1`` projection of the stacked map.
         period_rule (str, optional): see :class:`TimesBlock`. (default: ``"ceil"``)
+        period_scope (str, optional): see :class:`TimesBlock`. (default: ``"batch"``)
 
     Shapes:
         - input: ``[B, T, C]`` or ``[B, T, N, F]`` with ``N * F = C``
@@ -308,7 +361,7 @@ class TPatternNet(nn.Module):
                  grid: Optional[Tuple[int, int]] = None,
                  down: Optional[Tuple[int, int]] = None, dropout: float = 0.0,
                  time_pool: str = "flatten", out_channels: Optional[int] = None,
-                 period_rule: str = "ceil"):
+                 period_rule: str = "ceil", period_scope: str = "batch"):
         super().__init__()
         for name, val in (("in_channels", in_channels), ("num_layers", num_layers)):
             if not isinstance(val, int) or val <= 0:
@@ -334,7 +387,7 @@ class TPatternNet(nn.Module):
         self.embedding = nn.Linear(in_channels, d_model)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList([
-            TimesBlock(seq_len, d_model, d_ff, top_k, num_kernels, period_rule)
+            TimesBlock(seq_len, d_model, d_ff, top_k, num_kernels, period_rule, period_scope)
             for _ in range(num_layers)])
         self.norms = nn.ModuleList([nn.LayerNorm(d_model) for _ in range(num_layers)])
         self.cell_proj = nn.Linear(d_model, in_channels) if grid is not None else None
