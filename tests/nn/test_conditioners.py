@@ -308,3 +308,36 @@ def test_stack_passes_a_conditioners_own_key_error_unchanged():
             return {"vector": batch.get("x", torch.zeros(3, 1))}
     out = ConditionerStack([Gets()])({"x": torch.ones(3, 1)})
     assert torch.equal(out["vector"], torch.ones(3, 1))
+
+
+def test_reset_parameters_reinitialises_denoiser_and_conditioners():
+    """nn.Module has no reset_parameters: a trained ConditionalDenoiser / ConditionerStack
+    could not be re-initialised like the library's layers."""
+    class Table(Conditioner):             # a user conditioner's own nn.Parameter
+        vector_dim = 2
+
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.zeros(3, 2))
+
+        def forward(self, batch):
+            return {"vector": self.table[batch["mode"]]}
+
+    cond = ConditionerStack([ModeConditioner(3, 4), ExternalConditioner(4, ext_features=2),
+                             ObservedMapConditioner(1)])
+    den = ConditionalDenoiser.build(cond, data_channels=1, model_channels=8,
+                                    channel_mult=(1, 2), num_res_blocks=1, num_heads=2)
+    with torch.no_grad():
+        for p in den.parameters():
+            p.fill_(7.0)
+    den.reset_parameters()
+    for name, p in den.named_parameters():
+        if p.numel() > 1:                 # biases may start at 0, weights are drawn
+            assert not bool((p == 7.0).all()), name
+    with torch.no_grad():
+        for p in cond.parameters():
+            p.fill_(7.0)
+    cond.reset_parameters()
+    assert all(not bool((p == 7.0).all()) for p in cond.parameters() if p.numel() > 1)
+    with pytest.raises(RuntimeError, match=r"holds parameters \['table'\] of its own"):
+        ConditionerStack([Table()]).reset_parameters()

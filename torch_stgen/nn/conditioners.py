@@ -113,6 +113,24 @@ def check_inputs(inputs: Optional[Dict[str, Tensor]], lead: Sequence[int], what:
     return out
 
 
+def _reset_submodules(module: nn.Module) -> None:
+    """Call ``reset_parameters`` of every child of ``module`` that has one and walk into
+    those that do not (``nn.Sequential``, ``nn.ModuleList``, plain modules). Parameters
+    held directly by a walked module cannot be re-initialised generically: a
+    ``RuntimeError`` names them."""
+    def walk(m: nn.Module, where: str):
+        own = [n for n, _ in m.named_parameters(recurse=False)]
+        if own:
+            raise RuntimeError(f"{where} ({type(m).__name__}) holds parameters {own} of its "
+                               f"own: give it a reset_parameters() that initialises them")
+        for name, child in m.named_children():
+            if callable(getattr(child, "reset_parameters", None)):
+                child.reset_parameters()
+            else:
+                walk(child, f"{where}.{name}")
+    walk(module, type(module).__name__)
+
+
 class Conditioner(nn.Module):
     r"""Base class of conditioners.
 
@@ -170,6 +188,13 @@ class Conditioner(nn.Module):
                                  f"(got {got})")
             _check_finite(f"{name} output {key!r}", v)
         return out
+
+    def reset_parameters(self):
+        """Re-initialise every submodule (each one's own ``reset_parameters``; containers
+        such as ``nn.Sequential`` are walked). A subclass that registers an
+        ``nn.Parameter`` of its own overrides this to initialise it too; otherwise a
+        ``RuntimeError`` names it rather than leave it trained."""
+        _reset_submodules(self)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{_SIZE_ATTR[k]}={getattr(self, _SIZE_ATTR[k])}" for k in self.kind)
@@ -473,6 +498,11 @@ class ConditionalDenoiser(nn.Module):
             raise ValueError(f"unet.in_channels={unet.in_channels} must exceed the "
                              f"conditioner's map_channels={mch} (in_channels = data "
                              f"channels + map channels)")
+
+    def reset_parameters(self):
+        """Re-initialise the U-Net and the conditioner (see
+        :meth:`Conditioner.reset_parameters`)."""
+        _reset_submodules(self)
 
     @classmethod
     def build(cls, conditioner: Optional[Conditioner], data_channels: int,
