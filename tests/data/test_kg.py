@@ -71,6 +71,22 @@ def test_constructor_validation():
     assert empty.num_triples == 0 and empty.edge_index.shape == (2, 0)
 
 
+def test_from_file_skips_a_header_and_comments_when_told(tmp_path):
+    """A column-name line became a triple 'head -relation-> tail' with three new
+    entities, and a commented line with tabs became one too."""
+    path = tmp_path / "kg.tsv"
+    path.write_text("\n# exported 2024-05-01\thand-edited\nhead\trelation\ttail\n"
+                    "a\tr\tb\n  # b\tr\tc (dropped)\nb\tr\ta\n")
+    kg = UrbanKG.from_file(path, header=True, comment="#")
+    assert kg.entities == ["a", "b"] and kg.relations == ["r"] and kg.num_triples == 2
+    plain = tmp_path / "plain.tsv"
+    plain.write_text("head\trelation\ttail\na\tr\tb\n")
+    assert UrbanKG.from_file(plain).num_triples == 2            # the default reads every line
+    assert UrbanKG.from_file(plain, header=True).entities == ["a", "b"]
+    with pytest.raises(ValueError, match="'comment' must be a non-blank prefix"):
+        UrbanKG.from_file(plain, comment=" ")
+
+
 def test_file_roundtrip_and_errors(tmp_path):
     kg = UrbanKG.from_triples(TRIPLES)
     path = tmp_path / "kg.txt"

@@ -73,6 +73,12 @@ def test_user_npz_graph_with_and_without_kg_file(tmp_path):
     assert data["kg"].num_relations == 1 and data["length"] == 24
     assert data["kg"].entities[int(data["kg"].node2entity[4])] == "n4"
     assert len(run(args)) == 3
+    # the same file with a column-name line and a comment
+    kg_head = tmp_path / "kg_head.txt"
+    kg_head.write_text("# my KG\nhead\trelation\ttail\n" + kg_file.read_text())
+    again = load_data(build_parser().parse_args(
+        common + ["--kg", str(kg_head), "--kg-header", "--kg-comment", "#"]))
+    assert again["kg"] == data["kg"]
 
 
 def test_evaluate_metrics():

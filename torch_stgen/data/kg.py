@@ -292,10 +292,18 @@ class UrbanKG:
         return cls(ents, rels, trip, name=name)
 
     @classmethod
-    def from_file(cls, path, sep: str = "\t", name: Optional[str] = None) -> "UrbanKG":
+    def from_file(cls, path, sep: str = "\t", name: Optional[str] = None,
+                  header: bool = False, comment: Optional[str] = None) -> "UrbanKG":
         """Read a ``head<sep>relation<sep>tail`` text file (UUKG / KSTDiff layout).
 
         Blank lines are skipped; surrounding whitespace of every field is stripped.
+
+        Args:
+            header (bool, optional): the first non-blank line names the columns (e.g.
+                ``head<sep>relation<sep>tail``) and is skipped; without it such a line is
+                read as a triple. (default: ``False``)
+            comment (str, optional): lines whose first non-blank characters are this
+                prefix (e.g. ``"#"``) are skipped. (default: ``None``: every line is data)
 
         Raises:
             FileNotFoundError: naming the file and its folder.
@@ -305,11 +313,20 @@ class UrbanKG:
         if not path.is_file():
             raise FileNotFoundError(f"knowledge-graph file {path.name!r} not found in folder "
                                     f"{str(path.parent.resolve())!r}")
+        if comment is not None and (not isinstance(comment, str) or not comment.strip()):
+            raise ValueError(f"'comment' must be a non-blank prefix such as '#' "
+                             f"(got {comment!r})")
         triples = []
+        skip_header = bool(header)
         # utf-8-sig: a byte-order mark (Excel, Notepad) became part of the first name
         with open(path, "r", encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
+                    continue
+                if comment is not None and line.lstrip().startswith(comment.strip()):
+                    continue
+                if skip_header:
+                    skip_header = False
                     continue
                 parts = [p.strip() for p in line.rstrip("\r\n").split(sep)]
                 if len(parts) != 3 or not all(parts):

@@ -123,6 +123,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="folder holding metr_la/ (default: %(default)s)")
     p.add_argument("--kg", default=None,
                    help="for a .npz dataset: KG triples file (head<TAB>relation<TAB>tail)")
+    p.add_argument("--kg-header", action="store_true",
+                   help="the --kg file's first line names the columns: skip it")
+    p.add_argument("--kg-comment", default=None, metavar="PREFIX",
+                   help="skip --kg lines starting with PREFIX, e.g. '#' (default: none)")
     p.add_argument("--channel", type=int, default=0,
                    help="the channel whose daily series are generated, for data with C > 1 "
                         "channels (default: %(default)s)")
@@ -310,7 +314,8 @@ def load_data(args) -> dict:
         ids = (list(series.node_ids) if series.node_ids is not None
                else [f"sensor_{i}" for i in range(series.num_nodes)])
         if args.kg:
-            kg = UrbanKG.from_file(args.kg)
+            kg = UrbanKG.from_file(args.kg, header=getattr(args, "kg_header", False),
+                                   comment=getattr(args, "kg_comment", None))
             kg.set_node_entities(ids)
         else:
             kg = kg_from_sensor_graph(series.lat, series.lon, adj=series.adj,
