@@ -240,6 +240,17 @@ def test_npz_warns_about_keys_it_does_not_read(tmp_path):
         assert read_npz(tmp_path / "ok.npz").timestamps is not None
 
 
+def test_npz_warns_when_integers_lose_digits_in_float32(tmp_path):
+    np.savez(tmp_path / "big.npz", data=np.array([[1, 2], [2 ** 24 + 1, 3]], dtype=np.int64))
+    with pytest.warns(UserWarning, match=r"1 integer value\(s\) above 2\*\*24 .*16777217"):
+        g = read_npz(tmp_path / "big.npz")
+    assert float(g.data[1, 0]) == 2 ** 24
+    np.savez(tmp_path / "fine.npz", data=np.array([[1, 2], [2 ** 24, 3]], dtype=np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(read_npz(tmp_path / "fine.npz").data[1, 0]) == 2 ** 24
+
+
 def test_parse_freq():
     assert parse_freq("5min") == np.timedelta64(5, "m")
     assert parse_freq("30T") == np.timedelta64(30, "m")

@@ -87,6 +87,15 @@ def _as_float32(what: str, values) -> np.ndarray:
         if big.any():
             raise ValueError(f"{what} holds {int(big.sum())} finite values beyond the float32 "
                              f"range (e.g. {arr[big].flat[0]!r}): rescale the data")
+    if arr.dtype.kind in "iu" and arr.size:
+        out = arr.astype(np.float32)
+        lost = out.astype(np.float64) != arr.astype(np.float64)   # exact beyond 2**24 only
+        if lost.any():
+            warnings.warn(f"{what}: {int(lost.sum())} integer value(s) above 2**24 "
+                          f"(e.g. {arr[lost].flat[0]!r}) are rounded to float32 "
+                          f"(to {out[lost].flat[0]!r}); rescale the data to keep them exact",
+                          stacklevel=3)
+        return out
     return arr.astype(np.float32)
 
 
