@@ -423,3 +423,49 @@ def test_step_return_dict_false_is_a_plain_tuple(cls):
     assert type(plain) is tuple and len(plain) == 2
     assert torch.equal(plain[0], named.prev_sample)
     assert torch.equal(plain[1], named.pred_original_sample)
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+@pytest.mark.parametrize("schedule", ["leading", "trailing", "offset", "custom"])
+def test_ddpm_adds_no_noise_on_the_last_step(variance_type, schedule):
+    """With the last timestep above 0 (trailing, steps_offset, custom timesteps), the last
+    step still drew z: fixed_large left std 0.32 of noise on a perfect model's sample."""
+    x0 = torch.randn(1, 4000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    kw = {"trailing": dict(timestep_spacing="trailing"), "offset": dict(steps_offset=1)}
+    s = DDPMScheduler(1000, variance_type=variance_type, prediction_type="sample",
+                      **kw.get(schedule, {}))
+    if schedule == "custom":
+        s.set_timesteps(timesteps=[900, 500, 100])
+    else:
+        s.set_timesteps(10)
+    out = sample(lambda x, t: x0.expand_as(x).clone(), s, shape=(1, 4000),
+                 generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(out, x0, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler])
+@pytest.mark.parametrize("spacing", ["leading", "linspace"])
+def test_one_inference_step_that_would_return_the_noise_is_refused(cls, spacing):
+    """'leading' / 'linspace' put a one-step schedule at t = 0: the sampler returned its
+    starting noise (mean -0.02 for data of mean 3)."""
+    s = cls(1000, timestep_spacing=spacing)
+    with pytest.raises(ValueError, match="'num_inference_steps'=1 .* starting noise"):
+        s.set_timesteps(1)
+    s.set_timesteps(2)
+    assert int(s.timesteps[0]) >= 500
+    one = cls(1000, timestep_spacing="trailing")
+    one.set_timesteps(1)
+    assert one.timesteps.tolist() == [999]
+
+
+def test_degenerate_schedules_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"'trained_betas'\[0\] = 1e-17 is below float64"):
+        DDPMScheduler(trained_betas=[1e-17, 0.1, 0.2])
+    with pytest.raises(ValueError, match="zero terminal SNR.*prediction_type='epsilon'"):
+        DDIMScheduler(trained_betas=[0.1, 0.5, 1.0])
+    for kind in ("v_prediction", "sample"):     # those sample a beta of 1 without dividing by 0
+        s = DDIMScheduler(trained_betas=[0.1, 0.5, 1.0], prediction_type=kind)
+        s.set_timesteps(3)
+        out = sample(lambda x, t: torch.zeros_like(x), s, shape=(2, 3),
+                     generator=torch.Generator().manual_seed(0))
+        assert bool(torch.isfinite(out).all())

@@ -237,3 +237,14 @@ def test_non_finite_sampler_and_embedding_settings_are_refused():
         SinusoidalEmbedding(8, max_period=float("inf"))
     with pytest.raises(ValueError, match="'scale' must be finite"):
         SinusoidalEmbedding(8, scale=float("nan"))
+
+
+def test_a_loaded_sigma_data_is_checked_like_the_constructors():
+    """set_extra_state took sigma_data = inf, after which every output was NaN."""
+    pre = EDMPrecond(Recorder(), sigma_data=0.5)
+    for bad in (float("inf"), 0.0, float("nan")):
+        with pytest.raises(ValueError, match="'sigma_data' must be a finite number > 0"):
+            pre.set_extra_state({"sigma_data": bad})
+    assert pre.sigma_data == 0.5
+    pre.set_extra_state({"sigma_data": 1.5})
+    assert pre.sigma_data == 1.5

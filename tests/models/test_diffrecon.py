@@ -95,7 +95,7 @@ def test_stage_denoisers_are_composed_from_public_conditioners():
 def test_fit_schedule_and_ablation_budgets():
     fine, time = _series(T=30)
     m = _tiny().fit(fine, time=time, pretrain_steps=2, joint_steps=1, joint_refresh=1,
-                    batch_size=4, joint_sampling_steps=1)
+                    batch_size=4, joint_sampling_steps=2)
     assert (m.history_log["pretrain_steps"], m.history_log["joint_steps"]) == (2, 1)
     losses = m.history_log["train_losses"]              # one value per iteration and stage
     assert sorted(losses) == ["loss_c", "loss_f"] and len(losses["loss_f"]) == 3
@@ -104,7 +104,7 @@ def test_fit_schedule_and_ablation_budgets():
                     batch_size=4)
     assert (m.history_log["pretrain_steps"], m.history_log["joint_steps"]) == (3, 0)
     m = _tiny().fit(fine, time=time, pretrain_steps=2, joint_steps=1, pretrain=False,
-                    joint_refresh=10, batch_size=4, joint_sampling_steps=1)
+                    joint_refresh=10, batch_size=4, joint_sampling_steps=2)
     assert (m.history_log["pretrain_steps"], m.history_log["joint_steps"]) == (0, 3)
     # scalers: per-channel statistics of the training fine maps / their coarse sums
     torch.testing.assert_close(m.fine_mean, fine.mean(dim=(0, 2, 3)))
@@ -132,7 +132,7 @@ def test_joint_mix_conditions_diffusion_f_on_truth_or_completions(mix):
     model = _tiny()
     seen = _spy_f_loss(model, "coarse")
     model.fit(fine, time=time, patterns=["fixed:0.8"], pretrain_steps=1, joint_steps=4,
-              joint_refresh=10, batch_size=16, joint_sampling_steps=1, joint_mix=mix)
+              joint_refresh=10, batch_size=16, joint_sampling_steps=2, joint_mix=mix)
     assert model.history_log["joint_mix"] == mix
     zc = model._scale(coarsen(fine, 2), model.coarse_mean, model.coarse_std)
     joint = torch.cat(seen[1:])                                       # 4 joint iterations
@@ -313,8 +313,10 @@ def test_reconstruct_errors(fitted):
             model.reconstruct(coarse, odd, time=time, steps=2)
         with pytest.raises(ValueError, match=r"'mask' must contain only 0 and 1"):
             model.complete(coarse, odd, time=time, steps=2)
-    with pytest.raises(ValueError, match="'steps' must be a positive integer"):
+    with pytest.raises(ValueError, match="'steps' must be an integer >= 2"):
         model.reconstruct(coarse, mask, time=time, steps=0)
+    with pytest.raises(ValueError, match="'steps' must be an integer >= 2 .*starting noise"):
+        model.complete(coarse, mask, time=time, steps=1)     # its only step would be t = 0
     with pytest.raises(ValueError, match="'ext' was given"):
         model.reconstruct(coarse, mask, time=time, ext=torch.zeros(len(coarse), 1), steps=2)
     with pytest.raises(ValueError, match=r"'seed' must be an integer in \[0, 2\*\*63\)"):
@@ -392,7 +394,7 @@ def test_completion_mask_reaches_diffusion_f_only_after_joint_training(joint):
     assert "completion_mask=True" in repr(model.stage_f)
     seen = _spy_f_loss(model, "observed")
     model.fit(fine, time=time, patterns=["fixed:0.8"], pretrain_steps=2, joint_steps=2,
-              joint_refresh=10, batch_size=8, joint_sampling_steps=1, joint=joint)
+              joint_refresh=10, batch_size=8, joint_sampling_steps=2, joint=joint)
     assert bool(model.f_saw_completions) == joint
     assert bool((seen[0] == 1).all())                        # pre-training: the truth
     if joint:
@@ -484,7 +486,7 @@ def test_joint_completions_cover_the_training_patterns(joint_series, expected):
     model._complete_series = spy
     pats = ["fixed:0.4", "random:0.8", "block"]
     model.fit(fine, time=time, patterns=pats, pretrain_steps=1, joint_steps=4,
-              joint_refresh=2, batch_size=4, joint_sampling_steps=1,
+              joint_refresh=2, batch_size=4, joint_sampling_steps=2,
               joint_series=joint_series)
     assert len(calls) == 2                                   # refreshes at joint its 0, 2
     assert all(len(c) == expected and set(c) <= set(pats) for c in calls)
@@ -525,7 +527,7 @@ def test_joint_sampler_reaches_the_completions():
 # ----------------------------------------------------------------------- early stopping
 def _fit_es(model, fine, time, **kw):
     args = dict(patterns=["random:0.4", "block"], pretrain_steps=5, joint_steps=3,
-                joint_refresh=2, batch_size=6, joint_sampling_steps=1, seed=3)
+                joint_refresh=2, batch_size=6, joint_sampling_steps=2, seed=3)
     args.update(kw)
     return model.fit(fine[:30], time=time[:30], **args)
 

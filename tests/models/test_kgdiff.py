@@ -618,6 +618,9 @@ def test_generate_refuses_options_it_would_ignore():
     m = make().set_scaler(0.0, 1.0)
     with pytest.raises(ValueError, match="'num_steps' must be a positive integer"):
         m.generate([0], num_steps=0)
+    for sampler in ("ddpm", "ddim"):        # the one step would be t = 0: noise returned
+        with pytest.raises(ValueError, match=r"'num_steps'=1 with sampler=.*starting noise"):
+            m.generate([0], sampler=sampler, num_steps=1)
     with pytest.raises(ValueError, match="'eta' is DDIM's"):
         m.generate([0], eta=0.5)
     with pytest.raises(ValueError, match="'eta' is DDIM's"):

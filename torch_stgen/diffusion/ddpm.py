@@ -169,6 +169,11 @@ class _DiscreteScheduler:
         self.alphas = 1.0 - betas
         #: ``[T]`` float64 :math:`\bar\alpha_t` (DDPM eq. 4)
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        if prediction_type == "epsilon" and self.alphas_cumprod[-1].item() == 0.0:
+            raise ValueError("a schedule whose last alpha_bar is 0 (a beta of 1: zero terminal "
+                             "SNR) cannot be sampled with prediction_type='epsilon' (x0 = "
+                             "(x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) divides by 0); "
+                             "use 'v_prediction' or 'sample'")
         self.num_inference_steps: Optional[int] = None
         self.custom_timesteps = False
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.long)
@@ -220,6 +225,11 @@ class _DiscreteScheduler:
             raise ValueError(f"'num_inference_steps' must be an int in [1, {T}] "
                              f"(got {num_inference_steps!r})")
         spacing = self.config.timestep_spacing
+        if n == 1 and spacing != "trailing" and T > 1:
+            raise ValueError(f"'num_inference_steps'=1 with {spacing!r} spacing runs its only "
+                             f"step at t={self.config.steps_offset if spacing == 'leading' else 0}"
+                             f" of {T}: the sampler would return its starting noise; use 2 or "
+                             f"more steps, or timestep_spacing='trailing' (t={T - 1})")
         if spacing == "linspace":
             ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round().flip(0)
         elif spacing == "leading":
@@ -478,7 +488,10 @@ class DDPMScheduler(_DiscreteScheduler):
         c_x0, c_xt, var = self.posterior_coefficients(t)
         x0, _ = self._predict_x0_eps(model_output, sample, self._alpha_prod(t))
         prev = c_x0 * x0 + c_xt * sample
-        if t > 0:
+        # no noise on the last step (DDPM Algorithm 2: z = 0 at t = 1), also when the
+        # schedule ends above t = 0 ('trailing', steps_offset, custom timesteps), where
+        # fixed_large's beta_t would otherwise noise the returned sample
+        if self.previous_timestep(t) >= 0:
             prev = prev + var ** 0.5 * _variance_noise(model_output, sample, generator,
                                                        variance_noise)
         out = SchedulerOutput(prev, x0)

@@ -86,8 +86,8 @@ class EDMPrecond(nn.Module):
 
     def set_extra_state(self, state: Dict[str, float]) -> None:
         sd = float(state["sigma_data"])
-        if not sd > 0:
-            raise ValueError(f"state 'sigma_data' must be > 0 (got {sd})")
+        if not 0 < sd < math.inf:          # the constructor's check: inf makes outputs NaN
+            raise ValueError(f"state 'sigma_data' must be a finite number > 0 (got {sd})")
         self.sigma_data = sd
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

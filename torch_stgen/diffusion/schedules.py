@@ -116,4 +116,8 @@ def check_betas(betas, name: str = "betas") -> Tensor:
     if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():
         raise ValueError(f"'{name}' must be finite and in (0, 1] "
                          f"(got min {betas.min().item()}, max {betas.max().item()})")
+    if 1.0 - betas[0].item() == 1.0:
+        raise ValueError(f"'{name}'[0] = {betas[0].item()!r} is below float64 resolution: "
+                         f"alpha_bar_0 would be exactly 1, a noiseless t = 0 that the "
+                         f"samplers divide by (1 - alpha_bar_0); use a beta >= 1e-15")
     return betas

@@ -1140,10 +1140,12 @@ class DiffRecon(nn.Module):
         for name, value in (("pretrain_steps", pretrain_steps), ("joint_steps", joint_steps)):
             if isinstance(value, bool) or int(value) != value or value < 0:
                 raise ValueError(f"'{name}' must be a non-negative integer (got {value!r})")
-        for name, value in (("joint_sampling_steps", joint_sampling_steps),
-                            ("joint_refresh", joint_refresh)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"'{name}' must be a positive integer (got {value!r})")
+        for name, value, least in (("joint_sampling_steps", joint_sampling_steps, 2),
+                                   ("joint_refresh", joint_refresh, 1)):
+            if isinstance(value, bool) or int(value) != value or value < least:
+                raise ValueError(f"'{name}' must be an integer >= {least} (got {value!r})"
+                                 + (": a one-step schedule runs its step at t = 0 and "
+                                    "returns the starting noise" if least == 2 else ""))
         if not pretrain and not joint:
             raise ValueError("'pretrain' and 'joint' are both False: nothing would be trained")
         check_seed(seed)
@@ -1382,8 +1384,9 @@ class DiffRecon(nn.Module):
             raise ValueError(f"'reduce' must be 'mean' or 'median' (got {reduce!r})")
         if int(batch_size) < 1:
             raise ValueError(f"'batch_size' must be positive (got {batch_size})")
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"'steps' must be a positive integer (got {steps!r})")
+        if isinstance(steps, bool) or int(steps) != steps or steps < 2:
+            raise ValueError(f"'steps' must be an integer >= 2 (got {steps!r}): a one-step "
+                             f"schedule runs its step at t = 0 and returns the starting noise")
         check_seed(seed)
         check_binary_mask("mask", mask)
         # the series is prepared on the CPU; each batch moves to the model's device

@@ -825,6 +825,10 @@ class KGDiff(nn.Module):
                                       or int(num_steps) != num_steps or num_steps < 1):
             raise ValueError(f"'num_steps' must be a positive integer or None "
                              f"(got {num_steps!r})")
+        if num_steps == 1 and sampler != "edm":
+            raise ValueError(f"'num_steps'=1 with sampler={sampler!r} runs its one step at "
+                             f"t = 0 and returns the starting noise: use 2 or more (EDM's "
+                             f"Heun sampler takes 1)")
         if eta != 0 and sampler != "ddim":
             raise ValueError(f"'eta' is DDIM's: sampler={sampler!r} takes none (got eta={eta})")
         if not bool(self.scaler_set):
