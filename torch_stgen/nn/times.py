@@ -277,13 +277,16 @@ class TimesBlock(nn.Module):
         if len(groups) == 1:
             return self._fold(x, self._periods(list(next(iter(groups)))),
                               amp.gather(1, freqs))
-        out = torch.empty_like(x)
+        pieces, order = [], []
         for key, members in groups.items():
             idx = torch.tensor(members, device=x.device)
-            out = out.index_copy(0, idx, self._fold(
-                x.index_select(0, idx), self._periods(list(key)),
-                amp.index_select(0, idx).gather(1, freqs.index_select(0, idx))))
-        return out
+            pieces.append(self._fold(x.index_select(0, idx), self._periods(list(key)),
+                                     amp.index_select(0, idx).gather(
+                                         1, freqs.index_select(0, idx))))
+            order += members
+        # one gather puts the groups' rows back in batch order
+        return torch.cat(pieces).index_select(
+            0, torch.argsort(torch.tensor(order, device=x.device)))
 
     def _fold(self, x: Tensor, periods: List[int], amplitudes: Tensor) -> Tensor:
         """Eqs. (3)-(6) for one period set shared by the samples of ``x``."""
